@@ -1,0 +1,261 @@
+"""The `enova` command: parses options, calls one function, renders the result.
+
+The only module that wires real drivers together. One handler turns an EnovaError into a
+single message on stderr and its exit code. Plans and status go to stdout; progress to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from enova import __version__
+from enova.errors import EnovaError, UsageError
+from enova.settings import Settings
+
+app = typer.Typer(
+    name="enova",
+    help="enova: a declarative control plane for serving LLMs. Keep specs in git; "
+         "`enova diff` shows what would change, `enova apply` makes the machine match.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class _State:
+    settings: Settings
+
+
+_state = _State()
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress(message: str) -> None:
+    _err(f"enova: {message}")
+
+
+def _fail(exc: EnovaError, code: int | None = None) -> typer.Exit:
+    _err(f"error: {exc}")
+    return typer.Exit(code if code is not None else exc.exit_code)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"enova {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    state_dir: Annotated[Optional[Path], typer.Option(
+        "--state-dir", envvar="ENOVA_STATE_DIR",
+        help="Where replica records live (default: $XDG_STATE_HOME/enova).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    _state.settings = Settings.from_env(state_dir)
+
+
+SpecsArg = Annotated[Path, typer.Argument(help="A spec file or a directory of them (read recursively).")]
+PruneOpt = Annotated[bool, typer.Option("--prune", help="Delete deployments that are no longer in the specs.")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
+
+
+def _load(path: Path):
+    from enova.spec.loader import load_specs
+    return load_specs(path)
+
+
+def _observe():
+    from enova.observe.state import StateStore
+    from enova.observe.world import observe
+    store = StateStore(_state.settings.state_dir)
+    return store, observe(store)
+
+
+def _plan(specs, observed, prune: bool):
+    from enova.plan.desired import desired_state
+    from enova.plan.diff import compute_plan
+    return compute_plan(desired_state(specs), observed, prune=prune)
+
+
+def _render(plan, output: Output) -> str:
+    from enova.plan.render import render_json, render_text
+    return render_json(plan) if output is Output.json else render_text(plan)
+
+
+@app.command()
+def validate(paths: Annotated[list[Path], typer.Argument(help="Spec files or directories.")]) -> None:
+    """Check spec files; report every error as file:line field: message. Exit 0 valid, 2 invalid."""
+    try:
+        for path in paths:
+            specs = _load(path)
+            print(f"{path}: valid ({len(specs.deployments)} Deployment, {len(specs.slos)} SLO, "
+                  f"{len(specs.load_profiles)} LoadProfile)")
+    except EnovaError as exc:
+        raise _fail(exc)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of spec documents (for yaml-language-server and other editors)."""
+    from enova.spec.schema import json_schema
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def diff(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.text) -> None:
+    """Show the plan. Exit 0 = in sync, 1 = changes pending, 2 = error."""
+    try:
+        spec_set = _load(specs)
+        _, observed = _observe()
+        plan = _plan(spec_set, observed, prune)
+    except EnovaError as exc:
+        raise _fail(exc, 2)
+    sys.stdout.write(_render(plan, output))
+    raise typer.Exit(1 if plan.has_changes else 0)
+
+
+@app.command()
+def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.text) -> None:
+    """Converge: start, scale, replace (and with --prune delete) replicas to match the specs."""
+    from enova.apply.executor import Applier
+    from enova.observe.lock import StateLock
+    try:
+        spec_set = _load(specs)
+        with StateLock(_state.settings.state_dir, "enova apply"):
+            store, observed = _observe()
+            plan = _plan(spec_set, observed, prune)
+            sys.stdout.write(_render(plan, output))
+            sys.stdout.flush()
+            if not plan.has_changes:
+                return
+            applier = Applier(store=store, settings=_state.settings, specs=spec_set, progress=_progress)
+            began = time.monotonic()
+            applier.preflight(plan)
+            result = applier.apply(plan)
+    except EnovaError as exc:
+        raise _fail(exc)
+    _err(f"{result.summary()} ({time.monotonic() - began:.1f} s)")
+    if result.failed:
+        for outcome in result.failed:
+            _err(f"error: {outcome.deployment}: {outcome.message}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def delete(name: Annotated[str, typer.Argument(help="The deployment to stop.")]) -> None:
+    """Stop a deployment's replicas gracefully and forget it. (Its spec, if still present,
+    would start it again on the next apply.)"""
+    from enova.apply.executor import Applier
+    from enova.observe.lock import StateLock
+    from enova.observe.state import StateStore
+    try:
+        with StateLock(_state.settings.state_dir, "enova delete"):
+            store = StateStore(_state.settings.state_dir)
+            if name not in store.deployment_names():
+                known = ", ".join(store.deployment_names()) or "none"
+                raise UsageError(f"no deployment named {name!r} (running: {known})")
+            stopped = Applier(store=store, settings=_state.settings, specs=None,
+                              progress=_progress).delete(name)
+    except EnovaError as exc:
+        raise _fail(exc)
+    _err(f"deleted {name}: {stopped} replica(s) stopped")
+
+
+def _uptime(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+@app.command()
+def status(specs: Annotated[Optional[Path], typer.Argument(
+               help="Specs to compare with (sync status); without them sync is Unknown.")] = None,
+           output: OutputOpt = Output.text) -> None:
+    """Per deployment: sync status and health status; per replica: pid, port, health, uptime, config."""
+    from enova.observe.gpus import gpu_inventory
+    from enova.observe.state import StateStore
+    from enova.observe.world import observe_details
+    from enova.plan.model import ObservedDeployment
+    from enova.plan.status import deployment_statuses
+    try:
+        spec_set = _load(specs) if specs is not None else None
+        store = StateStore(_state.settings.state_dir)
+        details = observe_details(store, probe_health=True)
+        observed = {n: ObservedDeployment(n, tuple(d.observed for d in ds)) for n, ds in details.items()}
+        plan = _plan(spec_set, observed, False) if spec_set is not None else None
+    except EnovaError as exc:
+        raise _fail(exc)
+    statuses = deployment_statuses(plan, observed)
+    gpus = gpu_inventory()
+    now = time.time()
+
+    def replica_rows(name: str) -> list[dict]:
+        rows = []
+        for d in details.get(name, []):
+            r, o = d.record, d.observed
+            health = "exited" if not o.alive else ("healthy" if o.healthy else
+                                                   ("starting" if r.state == "starting" else "unhealthy"))
+            rows.append({"id": r.id, "pid": r.pid, "port": r.port, "host": r.host, "state": o.state.value,
+                         "health": health, "detail": o.detail, "uptime_seconds": round(now - r.started_at, 1),
+                         "config_hash": r.config_hash, "cpus": r.cpus, "gpus": r.gpus, "log": r.log})
+        return rows
+
+    if output is Output.json:
+        print(json.dumps({
+            "state_dir": str(_state.settings.state_dir),
+            "gpus": {"available": gpus.available, "description": gpus.describe(),
+                     "devices": [g.__dict__ for g in gpus.gpus]},
+            "deployments": [{
+                "name": s.name,
+                "sync": {"status": s.sync.value, "reason": s.sync_reason},
+                "health": {"status": s.health.value, "reason": s.health_reason},
+                "replicas": {"desired": s.desired, "running": s.running},
+                "config_hash": plan.desired[s.name].config_hash if plan and s.name in plan.desired else None,
+                "replica_details": replica_rows(s.name),
+            } for s in statuses],
+        }, indent=2))
+        return
+    if not statuses:
+        print("No deployments.")
+    for s in statuses:
+        desired = "-" if s.desired is None else str(s.desired)
+        print(f"{s.name}: sync {s.sync.value} ({s.sync_reason}); health {s.health.value} "
+              f"({s.health_reason}); replicas {s.running}/{desired}")
+        rows = replica_rows(s.name)
+        if rows:
+            print(f"  {'REPLICA':<22} {'PID':>7} {'PORT':>6} {'HEALTH':<10} {'UPTIME':>8} {'CONFIG':<13} WHERE")
+            for r in rows:
+                where = ("cpus " + ",".join(map(str, r["cpus"]))) if r["cpus"] else ("gpus " + ",".join(r["gpus"]))
+                health = r["health"] + (f" ({r['detail']})" if r["detail"] else "")
+                print(f"  {r['id']:<22} {r['pid']:>7} {r['port']:>6} {health:<10} "
+                      f"{_uptime(r['uptime_seconds']):>8} {r['config_hash']:<13} {where}")
+    print(f"GPUs: {gpus.describe()}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The state directory: records of the deployments and replicas enova started.
+
+Layout under `state_dir`:
+    deployments/<name>/deployment.json        what was last applied (config hash, replicas)
+    deployments/<name>/replicas/<id>.json     one per replica process enova started
+    logs/<name>/<id>.log                      the replica's stdout and stderr
+    lock                                      held by the process that acts (see observe.lock)
+
+Records are the ownership labels of the local runtime: enova only ever signals a process
+that a record names, and only after checking it is still that process. Writes are atomic
+(temp file + rename), so a crash never leaves half a record. Called by observe.world,
+apply.local and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enova.errors import PermanentError
+
+
+@dataclass
+class ReplicaRecord:
+    id: str
+    deployment: str
+    pid: int
+    create_time: float          # psutil create_time of pid: together they identify the process
+    host: str
+    port: int
+    config_hash: str
+    config: dict[str, Any]
+    argv: list[str]
+    log: str
+    state: str = "starting"     # starting | ready | stopping
+    started_at: float = 0.0     # wall clock, seconds since the epoch
+    ready_at: float | None = None
+    cpus: list[int] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # GPU UUIDs
+    model_path: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ReplicaRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class DeploymentRecord:
+    name: str
+    replicas: int
+    config_hash: str
+    config: dict[str, Any]
+    applied_at: float
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DeploymentRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PermanentError(f"{path}: unreadable state record: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PermanentError(f"{path}: state record is not a JSON object")
+    return data
+
+
+class StateStore:
+    """Reads and writes records. Every method is idempotent; none blocks on anything but the disk."""
+
+    def __init__(self, state_dir: Path):
+        self.root = Path(state_dir)
+
+    # paths
+    def _dep_dir(self, name: str) -> Path:
+        return self.root / "deployments" / name
+
+    def replica_path(self, name: str, replica_id: str) -> Path:
+        return self._dep_dir(name) / "replicas" / f"{replica_id}.json"
+
+    def log_path(self, name: str, replica_id: str) -> Path:
+        return self.root / "logs" / name / f"{replica_id}.log"
+
+    # deployments
+    def deployment_names(self) -> list[str]:
+        base = self.root / "deployments"
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def read_deployment(self, name: str) -> DeploymentRecord | None:
+        path = self._dep_dir(name) / "deployment.json"
+        return DeploymentRecord.from_dict(_read_json(path)) if path.exists() else None
+
+    def write_deployment(self, record: DeploymentRecord) -> None:
+        _write_json(self._dep_dir(record.name) / "deployment.json", asdict(record))
+
+    def remove_deployment(self, name: str) -> None:
+        """Remove the deployment's records (its logs are kept for post-mortems)."""
+        shutil.rmtree(self._dep_dir(name), ignore_errors=True)
+
+    # replicas
+    def replicas(self, name: str) -> list[ReplicaRecord]:
+        base = self._dep_dir(name) / "replicas"
+        if not base.is_dir():
+            return []
+        return [ReplicaRecord.from_dict(_read_json(p)) for p in sorted(base.glob("*.json"))]
+
+    def all_replicas(self) -> list[ReplicaRecord]:
+        return [r for name in self.deployment_names() for r in self.replicas(name)]
+
+    def write_replica(self, record: ReplicaRecord) -> None:
+        _write_json(self.replica_path(record.deployment, record.id), asdict(record))
+
+    def remove_replica(self, name: str, replica_id: str) -> None:
+        self.replica_path(name, replica_id).unlink(missing_ok=True)

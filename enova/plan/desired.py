@@ -1,0 +1,53 @@
+"""Desired state from a validated spec set: one DesiredDeployment per Deployment document.
+
+The replica config holds exactly the fields that plan.fields marks REPLACE, so its hash
+changes if and only if the replicas must be replaced. Pure; called by the CLI before
+plan.diff.compute_plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from enova.spec.loader import SpecSet
+from enova.spec.models import DeploymentSpec
+
+from .model import DesiredDeployment
+
+
+def replica_config(spec: DeploymentSpec) -> dict[str, Any]:
+    """The fields a replica process is started from, in a canonical shape."""
+    return {
+        "model": spec.model,
+        "runtime": spec.runtime,
+        "engine": {
+            "name": spec.engine.name,
+            "args": {k: spec.engine.args[k] for k in sorted(spec.engine.args)},
+            "env": {k: spec.engine.env[k] for k in sorted(spec.engine.env)},
+        },
+        "resources": {"gpus": spec.resources.gpus, "cpus": spec.resources.cpus},
+    }
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short, stable hash of a replica config (12 hex digits of sha256 over canonical JSON)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def desired_state(specs: SpecSet) -> dict[str, DesiredDeployment]:
+    """Map deployment name -> DesiredDeployment, sorted by name."""
+    out: dict[str, DesiredDeployment] = {}
+    for name in sorted(specs.deployments):
+        located = specs.deployments[name]
+        config = replica_config(located.doc.spec)
+        out[name] = DesiredDeployment(
+            name=name,
+            replicas=located.doc.spec.replicas,
+            config=config,
+            config_hash=config_hash(config),
+            source=f"{located.file}:{located.line}",
+        )
+    return out

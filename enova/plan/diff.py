@@ -1,0 +1,133 @@
+"""The planner: (desired, observed, prune) -> Plan. Pure and deterministic.
+
+Rules, per deployment name in desired ∪ observed, sorted by name:
+- desired only                      -> CREATE, start `replicas`.
+- live replicas whose config hash differs from the desired one -> REPLACE: start new
+  replicas up to `replicas` (each healthy before an old one stops), stop the stale ones.
+- exited replicas, or a live count different from `replicas` -> SCALE: start what is
+  missing, stop the surplus (not-ready first, then the newest), forget exited records.
+- observed only: with prune -> DELETE; without -> NOOP marked `orphaned` (reported, kept).
+- otherwise NOOP.
+Called by the CLI (diff, apply, status) and by the reconciler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .fields import Effect, effect_of
+from .model import (
+    Action,
+    Change,
+    DesiredDeployment,
+    FieldChange,
+    ObservedDeployment,
+    ObservedReplica,
+    Plan,
+    ReplicaState,
+)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key in sorted(value):
+            out.update(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+_ABSENT = None
+
+
+def field_changes(before: dict[str, Any], after: dict[str, Any]) -> tuple[FieldChange, ...]:
+    """Leaf-level differences between two replica configs, sorted by path."""
+    flat_before, flat_after = _flatten(before), _flatten(after)
+    changes = []
+    for path in sorted(set(flat_before) | set(flat_after)):
+        b, a = flat_before.get(path, _ABSENT), flat_after.get(path, _ABSENT)
+        if b != a or (path in flat_before) != (path in flat_after):
+            changes.append(FieldChange(path=path, before=b, after=a))
+    return tuple(changes)
+
+
+def _stop_order(replicas: list[ObservedReplica]) -> list[ObservedReplica]:
+    """Which replicas to stop first when there are too many: not ready before ready,
+    then the newest first (long-running replicas are warm), then by id for determinism."""
+    return sorted(
+        replicas,
+        key=lambda r: (r.state is ReplicaState.READY, -r.started_at, r.id),
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeployment | None,
+              prune: bool) -> Change:
+    replicas = list(have.replicas) if have else []
+    live = [r for r in replicas if r.alive]
+    exited = sorted((r for r in replicas if not r.alive), key=lambda r: r.id)
+    forget = tuple(r.id for r in exited)
+    live_hashes = sorted({r.config_hash for r in live})
+    before_hash = live_hashes[0] if len(live_hashes) == 1 else (None if not live_hashes else "mixed")
+
+    if want is None:
+        if not prune:
+            return Change(name, Action.NOOP,
+                          f"not in the specs; {_plural(len(live), 'replica')} kept running "
+                          "(apply --prune deletes it)",
+                          len(live), len(live), before_hash, None, orphaned=True)
+        return Change(name, Action.DELETE,
+                      f"not in the specs; delete {_plural(len(live), 'replica')} (prune)",
+                      len(live), 0, before_hash, None,
+                      stop=tuple(r.id for r in _stop_order(live)), forget=forget)
+
+    if have is None:
+        return Change(name, Action.CREATE, f"new deployment; start {_plural(want.replicas, 'replica')}",
+                      0, want.replicas, None, want.config_hash, start=want.replicas)
+
+    current = [r for r in live if r.config_hash == want.config_hash]
+    stale = [r for r in live if r.config_hash != want.config_hash]
+    if stale:
+        reference = min(stale, key=lambda r: r.id)
+        fields = tuple(f for f in field_changes(reference.config, want.config)
+                       if effect_of(f.path) is not Effect.IN_PLACE)
+        changed = ", ".join(f.path for f in fields) or "replica config"
+        surplus = _stop_order(current)[: max(0, len(current) - want.replicas)]
+        stop = tuple(r.id for r in _stop_order(stale)) + tuple(r.id for r in surplus)
+        start = max(0, want.replicas - len(current))
+        return Change(name, Action.REPLACE,
+                      f"{changed} changed; replace {_plural(len(stale), 'replica')}",
+                      len(live), want.replicas, before_hash, want.config_hash, fields,
+                      start=start, stop=stop, forget=forget)
+
+    if exited or len(current) != want.replicas:
+        surplus = _stop_order(current)[: max(0, len(current) - want.replicas)]
+        start = max(0, want.replicas - len(current))
+        parts = []
+        if exited:
+            gone = ", ".join(f"{r.id}" + (f" ({r.detail})" if r.detail else "") for r in exited)
+            parts.append(f"{_plural(len(exited), 'replica')} exited: {gone}")
+        if start:
+            parts.append(f"start {start}")
+        if surplus:
+            parts.append(f"stop {len(surplus)}")
+        return Change(name, Action.SCALE,
+                      f"{len(current)} of {want.replicas} running; " + "; ".join(parts),
+                      len(live), want.replicas, before_hash, want.config_hash,
+                      start=start, stop=tuple(r.id for r in surplus), forget=forget)
+
+    return Change(name, Action.NOOP, f"in sync: {_plural(len(current), 'replica')} running",
+                  len(live), want.replicas, before_hash, want.config_hash)
+
+
+def compute_plan(desired: Mapping[str, DesiredDeployment],
+                 observed: Mapping[str, ObservedDeployment], *, prune: bool = False) -> Plan:
+    """Plan the changes that make `observed` match `desired`. Deterministic: the result
+    depends only on the inputs, never on dict order or the clock."""
+    names = sorted(set(desired) | set(observed))
+    changes = tuple(_plan_one(n, desired.get(n), observed.get(n), prune) for n in names)
+    return Plan(changes=changes, prune=prune, desired=dict(desired))

@@ -1,0 +1,142 @@
+"""The plan as data: desired and observed deployments in, a sorted list of Changes out.
+
+Everything here is plain frozen data with no I/O, so golden tests can build it from JSON
+files and the CLI can render it. Produced by plan.diff, consumed by apply and plan.render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Action(str, Enum):
+    CREATE = "create"
+    REPLACE = "replace"
+    SCALE = "scale"
+    DELETE = "delete"
+    NOOP = "noop"
+
+
+@dataclass(frozen=True)
+class DesiredDeployment:
+    """What the specs ask for one deployment. `config` is the replica config (see plan.fields)."""
+
+    name: str
+    replicas: int
+    config: dict[str, Any]
+    config_hash: str
+    source: str = ""  # file:line of the document, for messages
+
+
+class ReplicaState(str, Enum):
+    """What observation found for one replica record."""
+
+    STARTING = "starting"  # process alive, not yet reported healthy
+    READY = "ready"        # process alive and passed its health check once
+    STOPPING = "stopping"  # being drained/stopped by enova
+    EXITED = "exited"      # the process is gone (or the pid now belongs to another process)
+
+
+@dataclass(frozen=True)
+class ObservedReplica:
+    id: str
+    config_hash: str
+    config: dict[str, Any]
+    state: ReplicaState
+    started_at: float = 0.0
+    pid: int | None = None
+    port: int | None = None
+    healthy: bool | None = None  # None: not probed
+    detail: str = ""             # why it is in that state (e.g. "pid 1234 exited")
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not ReplicaState.EXITED
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    name: str
+    replicas: tuple[ObservedReplica, ...] = ()
+    managed: bool = True  # a deployment record exists (enova created it)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    path: str  # dotted, under spec (e.g. engine.args.max_num_seqs)
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class Change:
+    """One deployment's change. `start` new replicas are started (with config_after),
+    replicas named in `stop` are drained and stopped, records in `forget` (exited
+    replicas) are removed. For a replace, each new replica is started and healthy before
+    one in `stop` is stopped."""
+
+    deployment: str
+    action: Action
+    reason: str
+    replicas_before: int
+    replicas_after: int
+    config_before: str | None = None
+    config_after: str | None = None
+    fields: tuple[FieldChange, ...] = ()
+    start: int = 0
+    stop: tuple[str, ...] = ()
+    forget: tuple[str, ...] = ()
+    orphaned: bool = False  # not in the specs and kept running because prune is off
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "action": self.action.value,
+            "reason": self.reason,
+            "replicas": {"before": self.replicas_before, "after": self.replicas_after},
+            "config": {"before": self.config_before, "after": self.config_after},
+            "fields": [{"path": f.path, "before": f.before, "after": f.after} for f in self.fields],
+            "start": self.start,
+            "stop": list(self.stop),
+            "forget": list(self.forget),
+            "orphaned": self.orphaned,
+        }
+
+
+COUNTED = (Action.CREATE, Action.REPLACE, Action.SCALE, Action.DELETE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    prune: bool = False
+    desired: dict[str, DesiredDeployment] = field(default_factory=dict, compare=False, repr=False)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+    @property
+    def has_changes(self) -> bool:
+        """True when applying would change something (orphans kept without prune do not count)."""
+        return any(c.action is not Action.NOOP for c in self.changes)
+
+    @property
+    def orphans(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.orphaned)
+
+    def summary(self) -> str:
+        return (
+            f"Plan: {self.count(Action.CREATE)} to create, {self.count(Action.REPLACE)} to replace, "
+            f"{self.count(Action.SCALE)} to scale, {self.count(Action.DELETE)} to delete."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": 1,
+            "prune": self.prune,
+            "has_changes": self.has_changes,
+            "summary": {a.value: self.count(a) for a in Action},
+            "changes": [c.to_dict() for c in self.changes],
+        }

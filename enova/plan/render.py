@@ -1,0 +1,70 @@
+"""Rendering a Plan: Terraform-style text and a JSON twin. The only place plans are formatted.
+
+Symbols: `+` create, `~` scale (in place), `-/+` replace, `-` delete, `#` kept orphan.
+Output is sorted and stable so it can be kept in golden files and diffed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .model import Action, Change, Plan
+
+SYMBOLS = {Action.CREATE: "+", Action.SCALE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
+VERBS = {Action.CREATE: "will be created", Action.SCALE: "will be scaled",
+         Action.REPLACE: "will be replaced", Action.DELETE: "will be deleted"}
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "(unset)"
+    return json.dumps(v, sort_keys=True) if not isinstance(v, str) else json.dumps(v)
+
+
+def _change_lines(c: Change) -> list[str]:
+    lines = [f"  {SYMBOLS[c.action]} deployment {c.deployment} {VERBS[c.action]}", f"      # {c.reason}"]
+    for f in c.fields:
+        lines.append(f"      ~ {f.path}: {_value(f.before)} -> {_value(f.after)}")
+    lines.append(f"        replicas: {c.replicas_before} -> {c.replicas_after}")
+    if c.config_before != c.config_after:
+        lines.append(f"        config: {c.config_before or '(none)'} -> {c.config_after or '(none)'}")
+    else:
+        lines.append(f"        config: {c.config_after}")
+    if c.stop:
+        lines.append(f"        stop: {', '.join(c.stop)}")
+    if c.forget:
+        lines.append(f"        forget exited: {', '.join(c.forget)}")
+    return lines
+
+
+def render_text(plan: Plan) -> str:
+    """The plan as text ending with the summary line (and a newline)."""
+    acting = [c for c in plan.changes if c.action is not Action.NOOP]
+    in_sync = [c for c in plan.changes if c.action is Action.NOOP and not c.orphaned]
+    out: list[str] = []
+    if acting:
+        out.append("enova will perform these actions:")
+        for c in acting:
+            out.append("")
+            out.extend(_change_lines(c))
+        out.append("")
+    else:
+        out.append("No changes. The running deployments match the specs.")
+        out.append("")
+    if in_sync and acting:
+        out.append(f"In sync: {', '.join(c.deployment for c in in_sync)}.")
+        out.append("")
+    for c in plan.orphans:
+        out.append(f"  # deployment {c.deployment} is not in the specs and is kept: "
+                   f"{c.replicas_before} replica{'' if c.replicas_before == 1 else 's'} running "
+                   "(apply --prune deletes it)")
+    if plan.orphans:
+        out.append("")
+    out.append(plan.summary())
+    return "\n".join(out) + "\n"
+
+
+def render_json(plan: Plan) -> str:
+    """The plan as indented JSON (stable key order) ending with a newline."""
+    return json.dumps(plan.to_dict(), indent=2, sort_keys=False) + "\n"

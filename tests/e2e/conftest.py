@@ -1,0 +1,100 @@
+"""Helpers for end-to-end tests: run the `enova` CLI as a user would, in a subprocess, with
+its own state directory and port range so tests never touch a user's deployments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+_SCRIPT = Path(sys.executable).with_name("enova")
+ENOVA = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "enova.cli"]
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+class Cli:
+    def __init__(self, state: Path, env: dict[str, str]):
+        self.state = state
+        self.env = env
+
+    def __call__(self, *args: str, timeout: float = 600, check: int | None = None) -> Run:
+        proc = subprocess.run([*ENOVA, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        run = Run(proc.returncode, proc.stdout, proc.stderr)
+        if check is not None:
+            assert run.code == check, f"enova {' '.join(args)} exited {run.code}:\n{run.out}\n{run.err}"
+        return run
+
+    def status(self, specs: Path | None = None) -> dict:
+        args = ["status", *([str(specs)] if specs else []), "-o", "json"]
+        return json.loads(self(*args, check=0).out)
+
+    def replicas(self, name: str, specs: Path | None = None) -> list[dict]:
+        for dep in self.status(specs)["deployments"]:
+            if dep["name"] == name:
+                return dep["replica_details"]
+        return []
+
+
+@pytest.fixture
+def cli(tmp_path: Path, request) -> Cli:
+    state = tmp_path / "state"
+    env = {**os.environ, "ENOVA_STATE_DIR": str(state), "ENOVA_PORT_RANGE": "19300-19399",
+           "PYTHONUNBUFFERED": "1"}
+    tool = Cli(state, env)
+    yield tool
+    # Never leave engines behind, whatever the test did.
+    for rec in state.glob("deployments/*/replicas/*.json"):
+        pid = json.loads(rec.read_text())["pid"]
+        try:
+            for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+                p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def complete(port: int, prompt: str = "San Francisco is a", model: str = "smollm2") -> str:
+    resp = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=60, trust_env=False,
+                      json={"model": model, "prompt": prompt, "max_tokens": 12, "temperature": 0})
+    assert resp.status_code == 200, resp.text
+    text = resp.json()["choices"][0]["text"]
+    assert text.strip(), "empty completion"
+    return text
+
+
+def write_spec(folder: Path, *, replicas: int = 1, max_num_seqs: int = 16, extra_args: str = "",
+               model: str = "builtin:smollm2-135m-instruct", name: str = "smollm2") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.yaml").write_text(f"""\
+apiVersion: enova/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  model: {model}
+  engine:
+    args: {{max_model_len: 1024, max_num_seqs: {max_num_seqs}{extra_args}}}
+    startup_timeout: 4m
+  replicas: {replicas}
+  resources: {{gpus: 0, cpus: 1}}
+""")
+    return folder
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []

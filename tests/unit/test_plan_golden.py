@@ -1,0 +1,54 @@
+"""Golden plans: specs + observed replicas in, text and JSON plans out, compared with
+checked-in files. Refresh with `pytest tests/unit/test_plan_golden.py --update-golden`.
+
+Each case is a folder under tests/golden/: specs/ (the desired state), observed.json (what
+the runtime reports: replicas per deployment with their config, state and start time),
+case.json ({"prune": bool}), plan.txt and plan.json (the expected renderings).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from enova.plan.desired import config_hash, desired_state
+from enova.plan.diff import compute_plan
+from enova.plan.model import ObservedDeployment, ObservedReplica, ReplicaState
+from enova.plan.render import render_json, render_text
+from enova.spec.loader import load_specs
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "case.json").exists())
+
+
+def load_observed(path: Path) -> dict[str, ObservedDeployment]:
+    data = json.loads(path.read_text())
+    out = {}
+    for name, dep in data.items():
+        replicas = []
+        for r in dep["replicas"]:
+            replicas.append(ObservedReplica(
+                id=r["id"], config=r["config"], config_hash=r.get("config_hash") or config_hash(r["config"]),
+                state=ReplicaState(r.get("state", "ready")), started_at=r.get("started_at", 0.0),
+                pid=r.get("pid"), port=r.get("port"), detail=r.get("detail", "")))
+        out[name] = ObservedDeployment(name=name, replicas=tuple(replicas))
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_plan_matches_golden_files(case, update_golden, monkeypatch):
+    folder = GOLDEN / case
+    monkeypatch.chdir(folder)  # spec file names in plans are relative to here
+    options = json.loads((folder / "case.json").read_text())
+    plan = compute_plan(desired_state(load_specs(Path("specs"))), load_observed(folder / "observed.json"),
+                        prune=options.get("prune", False))
+    outputs = {"plan.txt": render_text(plan), "plan.json": render_json(plan)}
+    for name, text in outputs.items():
+        if update_golden:
+            (folder / name).write_text(text)
+        assert text == (folder / name).read_text(), f"{case}/{name} differs; rerun with --update-golden to accept"
+    assert plan.has_changes == options["has_changes"]
+
+
+def test_every_case_is_checked():
+    assert len(CASES) >= 6
