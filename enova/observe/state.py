@@ -37,7 +37,7 @@ class ReplicaRecord:
     config: dict[str, Any]
     argv: list[str]
     log: str
-    state: str = "starting"     # starting | ready | stopping
+    state: str = "starting"     # starting | ready | draining | stopping (see the gateway)
     started_at: float = 0.0     # wall clock, seconds since the epoch
     ready_at: float | None = None
     cpus: list[int] = field(default_factory=list)
@@ -58,6 +58,9 @@ class DeploymentRecord:
     config: dict[str, Any]
     applied_at: float
     source: str = ""
+    # How the gateway serves this deployment: {"default": bool, "max_concurrency": int | None,
+    # "drain_timeout": float}. Written by apply from the spec; read by the gateway.
+    serving: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DeploymentRecord":

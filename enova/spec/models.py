@@ -90,7 +90,7 @@ class Metadata(StrictModel):
         description="Name of the document, unique per kind: a DNS-1123 label (lowercase letters, digits and '-').",
         json_schema_extra={"pattern": NAME_PATTERN, "maxLength": 63},
     )
-    labels: dict[str, str] = Field({}, description="Free-form labels, copied onto what enova starts.")
+    labels: dict[str, str] = Field({}, description="Free-form labels for grouping and selection (team, tier, ...); they do not change replicas.")
 
     @field_validator("name")
     @classmethod
