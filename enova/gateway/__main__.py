@@ -1,0 +1,55 @@
+"""`python -m enova.gateway --state-dir DIR [...]`: the gateway as its own process, as
+`enova apply` starts it. Exit 0 after SIGTERM/SIGINT (in-flight requests finished), 2 for bad
+options, 1 if it cannot listen."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from enova.errors import EnovaError
+
+from .config import GatewayConfig, load_token
+from .server import run_gateway
+
+
+def parse_args(argv: list[str] | None = None) -> GatewayConfig:
+    d = GatewayConfig(state_dir=Path("."))
+    p = argparse.ArgumentParser(prog="python -m enova.gateway",
+                                description="enova's gateway: /generate and the OpenAI API in front of the "
+                                "replicas recorded in a state directory.")
+    p.add_argument("--state-dir", type=Path, required=True, help="enova's state directory (ENOVA_STATE_DIR)")
+    p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=d.port, help="port to bind (default %(default)s)")
+    p.add_argument("--token-file", help="file holding the bearer token required by all but /health and /metrics")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="413 above it (default %(default)s)")
+    p.add_argument("--queue-size", type=int, default=d.queue_size,
+                   help="requests waiting per deployment when every replica is full (default %(default)s)")
+    p.add_argument("--queue-timeout", type=float, default=d.queue_timeout,
+                   help="seconds a queued request waits before a 429 (default %(default)s)")
+    p.add_argument("--shutdown-grace", type=float, default=d.shutdown_grace,
+                   help="seconds in-flight requests may take after SIGTERM (default %(default)s)")
+    a = p.parse_args(argv)
+    for name in ("max_body_bytes", "queue_size", "queue_timeout", "shutdown_grace"):
+        if getattr(a, name) < (1 if name == "max_body_bytes" else 0):
+            p.error(f"--{name.replace('_', '-')} must be {'positive' if name == 'max_body_bytes' else '>= 0'}")
+    return GatewayConfig(state_dir=a.state_dir.expanduser(), host=a.host, port=a.port,
+                         token=load_token(a.token_file) if a.token_file else None,
+                         max_body_bytes=a.max_body_bytes, queue_size=a.queue_size,
+                         queue_timeout=a.queue_timeout, shutdown_grace=a.shutdown_grace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)     # one line per file event otherwise
+    try:
+        return run_gateway(parse_args(argv))
+    except EnovaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

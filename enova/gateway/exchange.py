@@ -1,0 +1,63 @@
+"""The record of one API request as it passes through the gateway, and its metrics.
+
+The server's middleware opens an `Exchange` when a request to /v1/completions,
+/v1/chat/completions or /generate arrives and closes it when the answer is sent (or the
+client went away); the handlers and `proxy` fill it in between. Closing it updates every
+per-request metric exactly once, whatever path the request took: received and request size
+(when its deployment is known, or at the end as `unknown`), processed with its code, time per
+request, response size, success, and the rejection reason if the gateway answered itself.
+"""
+
+from __future__ import annotations
+
+from .metrics import NO_REPLICA, UNKNOWN, GatewayMetrics
+
+CLIENT_GONE = 499       # the client closed the connection before the answer was complete
+STREAM_BROKEN = 502     # the replica broke a stream after it had started
+
+
+class Exchange:
+    __slots__ = ("api", "started", "deployment", "replica", "request_bytes", "response_bytes", "status",
+                 "succeeded", "client_gone", "stream_broken", "reason", "_received")
+
+    def __init__(self, api: str, started: float):
+        self.api = api
+        self.started = started
+        self.deployment = UNKNOWN
+        self.replica = NO_REPLICA
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.status = 0
+        self.succeeded = False
+        self.client_gone = False
+        self.stream_broken = False
+        self.reason: str | None = None
+        self._received = False
+
+    def receive(self, metrics: GatewayMetrics, deployment: str) -> None:
+        """The request's deployment is known (a name the gateway serves): count it as received."""
+        if self._received:
+            return
+        self._received = True
+        self.deployment = deployment
+        metrics.received.labels(deployment, self.api).inc()
+        metrics.request_size.labels(deployment).observe(self.request_bytes)
+
+    @property
+    def code(self) -> int:
+        if self.client_gone:
+            return CLIENT_GONE
+        if self.stream_broken:
+            return STREAM_BROKEN
+        return self.status
+
+    def finish(self, metrics: GatewayMetrics, now: float) -> None:
+        self.receive(metrics, self.deployment)
+        dep = self.deployment
+        metrics.processed.labels(dep, self.replica, str(self.code)).inc()
+        metrics.duration.labels(dep).observe(now - self.started)
+        metrics.response_size.labels(dep).observe(self.response_bytes)
+        if self.succeeded and not self.client_gone and not self.stream_broken:
+            metrics.succeeded.labels(dep, self.replica).inc()
+        if self.reason is not None:
+            metrics.rejections.labels(dep, self.reason).inc()
