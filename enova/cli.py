@@ -84,15 +84,17 @@ def _load(path: Path):
 
 def _observe():
     from enova.observe.state import StateStore
-    from enova.observe.world import observe
+    from enova.observe.world import observe, observe_gateway
     store = StateStore(_state.settings.state_dir)
-    return store, observe(store)
+    return store, (observe(store), observe_gateway(store))
 
 
 def _plan(specs, observed, prune: bool):
-    from enova.plan.desired import desired_state
+    from enova.plan.desired import desired_gateway, desired_state
     from enova.plan.diff import compute_plan
-    return compute_plan(desired_state(specs), observed, prune=prune)
+    deployments, gateway = observed
+    return compute_plan(desired_state(specs), deployments, prune=prune, gateway=desired_gateway(specs),
+                        observed_gateway=gateway)
 
 
 def _render(plan, output: Output) -> str:
@@ -172,11 +174,48 @@ def delete(name: Annotated[str, typer.Argument(help="The deployment to stop.")])
             if name not in store.deployment_names():
                 known = ", ".join(store.deployment_names()) or "none"
                 raise UsageError(f"no deployment named {name!r} (running: {known})")
-            stopped = Applier(store=store, settings=_state.settings, specs=None,
-                              progress=_progress).delete(name)
+            applier = Applier(store=store, settings=_state.settings, specs=None, progress=_progress)
+            stopped = applier.delete(name)
+            applier.stop_gateway_if_idle()
     except EnovaError as exc:
         raise _fail(exc)
     _err(f"deleted {name}: {stopped} replica(s) stopped")
+
+
+enode_app = typer.Typer(help="The single-module LLM service: one model behind the gateway, in the foreground.",
+                        no_args_is_help=True)
+app.add_typer(enode_app, name="enode")
+
+
+@enode_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def enode_run(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="builtin:NAME, a Hugging Face id, or a local folder.")],
+    host: Annotated[str, typer.Option("--host", help="Address the gateway binds.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the gateway (/generate and the OpenAI API).")] = 9199,
+    name: Annotated[Optional[str], typer.Option("--name", help="Deployment (served model) name; "
+                                                "default: from the model.")] = None,
+    replicas: Annotated[int, typer.Option("--replicas", help="Engine replicas.")] = 1,
+    cpus: Annotated[int, typer.Option("--cpus", help="CPU cores per replica (CPU engine).")] = 1,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs per replica (0: vLLM's CPU build).")] = 0,
+    token_file: Annotated[Optional[str], typer.Option("--token-file", help="Require this bearer token.")] = None,
+) -> None:
+    """Serve one model in the foreground behind the gateway. Other --flags are vLLM engine args,
+    e.g. --max-num-seqs 8 or --max_num_seqs=8. Ctrl-C drains in-flight requests and stops."""
+    import signal
+    import threading
+
+    from enova.apply.enode import build_specs, parse_engine_args, run_enode
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        specs = build_specs(model=model, name=name, replicas=replicas, cpus=cpus, gpus=gpus,
+                            engine_args=parse_engine_args(list(ctx.args)), host=host, port=port,
+                            token_file=token_file)
+        run_enode(specs, _state.settings, stop, progress=_progress)
+    except EnovaError as exc:
+        raise _fail(exc)
 
 
 def _uptime(seconds: float) -> str:
@@ -195,7 +234,7 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
     """Per deployment: sync status and health status; per replica: pid, port, health, uptime, config."""
     from enova.observe.gpus import gpu_inventory
     from enova.observe.state import StateStore
-    from enova.observe.world import observe_details
+    from enova.observe.world import observe_details, observe_gateway
     from enova.plan.model import ObservedDeployment
     from enova.plan.status import deployment_statuses
     try:
@@ -203,12 +242,25 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
         store = StateStore(_state.settings.state_dir)
         details = observe_details(store, probe_health=True)
         observed = {n: ObservedDeployment(n, tuple(d.observed for d in ds)) for n, ds in details.items()}
-        plan = _plan(spec_set, observed, False) if spec_set is not None else None
+        gateway = observe_gateway(store)
+        plan = _plan(spec_set, (observed, gateway), False) if spec_set is not None else None
     except EnovaError as exc:
         raise _fail(exc)
     statuses = deployment_statuses(plan, observed)
     gpus = gpu_inventory()
     now = time.time()
+    gateway_record = store.read_gateway()
+    gateway_info = None
+    if gateway_record is not None:
+        change = plan.gateway_change if plan else None
+        gateway_info = {
+            "pid": gateway_record.pid, "host": gateway_record.config["host"], "port": gateway_record.config["port"],
+            "alive": bool(gateway and gateway.alive), "detail": gateway.detail if gateway else "",
+            "config_hash": gateway_record.config_hash, "log": gateway_record.log,
+            "uptime_seconds": round(now - gateway_record.started_at, 1),
+            "sync": ("Unknown" if change is None and plan is None else
+                     "Synced" if change is not None and change.action.value == "noop" else "OutOfSync"),
+        }
 
     def replica_rows(name: str) -> list[dict]:
         rows = []
@@ -224,6 +276,7 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
     if output is Output.json:
         print(json.dumps({
             "state_dir": str(_state.settings.state_dir),
+            "gateway": gateway_info,
             "gpus": {"available": gpus.available, "description": gpus.describe(),
                      "devices": [g.__dict__ for g in gpus.gpus]},
             "deployments": [{
@@ -236,6 +289,10 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
             } for s in statuses],
         }, indent=2))
         return
+    if gateway_info:
+        state = "running" if gateway_info["alive"] else f"not running ({gateway_info['detail']})"
+        print(f"gateway: {state} on {gateway_info['host']}:{gateway_info['port']} (pid {gateway_info['pid']}, "
+              f"up {_uptime(gateway_info['uptime_seconds'])}); sync {gateway_info['sync']}")
     if not statuses:
         print("No deployments.")
     for s in statuses:

@@ -25,16 +25,26 @@ from enova.modelstore import ResolvedModel, resolve_model
 from enova.observe.gpus import GpuInventory, gpu_inventory
 from enova.observe.processes import check_process
 from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore
-from enova.plan.model import Action, Change, DesiredDeployment, Plan
+from enova.plan.desired import serving_of
+from enova.plan.model import GATEWAY, Action, Change, DesiredDeployment, Plan
 from enova.settings import Settings
 from enova.spec.loader import SpecSet
 
+from .gateway import Drainer, spawn_gateway, stop_gateway, wait_gateway
 from .local import LocalRuntime, new_replica_id, port_is_free
 from .resources import choose_cpus, choose_gpus, choose_port
 
 Progress = Callable[[str], None]
 PHASES = {Action.DELETE: 0, Action.SCALE: 1, Action.REPLACE: 2, Action.CREATE: 3, Action.NOOP: 4}
 STOP_GRACE = 30.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+
+def _order(change: Change) -> tuple[int, int, str]:
+    """The gateway comes up before the replicas it serves and goes away after them."""
+    if change.kind == GATEWAY:
+        return (9, 0, "") if change.action is Action.DELETE else (-1, 0, "")
+    return (PHASES[change.action], 0, change.deployment)
 
 
 @dataclass
@@ -85,6 +95,7 @@ class Applier:
         self.stop_event = stop
         self.clock = clock
         self.runtime = LocalRuntime(store, clock=clock, progress=progress)
+        self.drainer = Drainer(store, progress)
         self.models: dict[str, ResolvedModel] = {}
 
     # ---- checks before anything starts -------------------------------------------------
@@ -101,13 +112,13 @@ class Applier:
         """Raise PermanentError naming every problem if the plan cannot be carried out.
         May block while a builtin model is fetched and converted (first use only)."""
         problems: list[str] = []
-        starting = [c for c in plan.changes if c.start > 0]
+        starting = [c for c in plan.deployment_changes if c.start > 0]
         for device in sorted({device_for(plan.desired[c.deployment].config) for c in starting}):
             problem = engine_problem(device)
             if problem:
                 problems.append(problem)
         cpu_demand = 0
-        for c in plan.changes:
+        for c in plan.deployment_changes:
             want = plan.desired.get(c.deployment)
             if want is not None and device_for(want.config) == "cpu":
                 cpu_demand += want.replicas * want.config["resources"]["cpus"]
@@ -141,15 +152,33 @@ class Applier:
     def apply(self, plan: Plan) -> ApplyResult:
         """Execute every change; blocks until replicas are healthy or have failed."""
         result = ApplyResult()
-        for change in sorted(plan.changes, key=lambda c: (PHASES[c.action], c.deployment)):
+        self._default = next((n for n, d in (self.specs.deployments.items() if self.specs else ())
+                              if d.doc.spec.serving.default), None)
+        if self._default is None and len(plan.desired) == 1:
+            self._default = next(iter(plan.desired))
+        self._gateway_pending = None
+        for change in sorted(plan.changes, key=_order):
             if change.orphaned:
                 continue
             try:
-                message = self._apply_change(change, plan.desired.get(change.deployment))
+                if change.kind == GATEWAY:
+                    message = self._apply_gateway(change, plan)
+                else:
+                    message = self._apply_change(change, plan.desired.get(change.deployment))
                 result.outcomes.append(Outcome(change.deployment, change.action, True, message))
             except EnovaError as exc:
                 self.progress(f"{change.deployment}: FAILED: {exc}")
                 result.outcomes.append(Outcome(change.deployment, change.action, False, str(exc)))
+        if self._gateway_pending is not None:
+            change, record = self._gateway_pending
+            try:
+                wait_gateway(self.store, record)
+                self.progress(f"gateway: listening on {record.config['host']}:{record.config['port']} "
+                              f"(pid {record.pid})")
+            except EnovaError as exc:
+                self.progress(f"gateway: FAILED: {exc}")
+                result.outcomes = [o for o in result.outcomes if o.deployment != GATEWAY]
+                result.outcomes.append(Outcome(GATEWAY, change.action, False, str(exc)))
         return result
 
     def _records(self, name: str) -> dict[str, ReplicaRecord]:
@@ -168,9 +197,11 @@ class Applier:
             self.store.remove_deployment(name)
             return f"deleted {len(change.stop)} replica(s)"
         assert want is not None
+        serving = (serving_of(self.specs.deployments[name].doc.spec, name == self._default)
+                   if self.specs and name in self.specs.deployments else {})
         self.store.write_deployment(DeploymentRecord(
             name=name, replicas=want.replicas, config_hash=want.config_hash, config=want.config,
-            applied_at=self.clock(), source=want.source))
+            applied_at=self.clock(), source=want.source, serving=serving))
         if change.action is Action.NOOP:
             return change.reason
         timeout = self.specs.deployments[name].doc.spec.engine.startup_timeout if self.specs else 600.0
@@ -229,7 +260,32 @@ class Applier:
         self.progress(f"{record.deployment}: replica {record.id} ready on {record.host}:{record.port} "
                       f"in {time.monotonic() - began:.1f} s")
 
+    def _apply_gateway(self, change: Change, plan: Plan) -> str:
+        existing = self.store.read_gateway()
+        if existing is not None and (change.stop or change.forget):
+            self.progress(f"gateway: stopping pid {existing.pid} ({change.reason})")
+            stop_gateway(self.store, existing)
+        if change.start:
+            # spawned now, waited for after the replicas were started: the two start-ups overlap
+            assert plan.gateway is not None
+            record = spawn_gateway(self.store, plan.gateway.config, plan.gateway.config_hash, clock=self.clock)
+            self._gateway_pending = (change, record)
+        return change.reason
+
+    def _drain_timeout(self, deployment: str) -> float:
+        if self.specs and deployment in self.specs.deployments:
+            return self.specs.deployments[deployment].doc.spec.serving.drain_timeout
+        record = self.store.read_deployment(deployment)
+        if record is not None and record.serving.get("drain_timeout") is not None:
+            return float(record.serving["drain_timeout"])
+        return DEFAULT_DRAIN_TIMEOUT
+
     def _stop(self, record: ReplicaRecord) -> None:
+        """Drain (through the gateway), then stop the replica."""
+        if record.state == "ready":
+            began = time.monotonic()
+            self.drainer.drain(record, self._drain_timeout(record.deployment))
+            self.progress(f"{record.deployment}: drained {record.id} in {time.monotonic() - began:.1f} s")
         self.progress(f"{record.deployment}: stopping replica {record.id} (pid {record.pid})")
         took = self.runtime.stop(record, grace=STOP_GRACE)
         self.progress(f"{record.deployment}: stopped {record.id} in {took:.1f} s")
@@ -281,3 +337,12 @@ class Applier:
                 self.runtime.forget(record)
         self.store.remove_deployment(name)
         return len(records)
+
+    def stop_gateway_if_idle(self) -> bool:
+        """Stop the gateway when no deployment is left for it to serve (after a delete)."""
+        record = self.store.read_gateway()
+        if record is None or self.store.deployment_names():
+            return False
+        self.progress(f"gateway: stopping pid {record.pid} (no deployment left)")
+        stop_gateway(self.store, record)
+        return True

@@ -102,7 +102,7 @@ class LocalRuntime:
         return record
 
     def wait_ready(self, record: ReplicaRecord, timeout: float, stop: Event | None = None,
-                   interval: float = 0.25) -> ReplicaRecord:
+                   interval: float = 0.1) -> ReplicaRecord:
         """Block until the replica answers /health with 200 (then record it "ready"), its
         process exits, `timeout` seconds pass, or `stop` is set. Raises ReplicaStartError
         with the last log lines on exit or timeout."""

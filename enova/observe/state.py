@@ -3,6 +3,7 @@
 Layout under `state_dir`:
     deployments/<name>/deployment.json        what was last applied (config hash, replicas)
     deployments/<name>/replicas/<id>.json     one per replica process enova started
+    gateway/gateway.json                      the gateway process (the data plane on :9199)
     logs/<name>/<id>.log                      the replica's stdout and stderr
     lock                                      held by the process that acts (see observe.lock)
 
@@ -68,6 +69,22 @@ class DeploymentRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+@dataclass
+class GatewayRecord:
+    pid: int
+    create_time: float
+    config_hash: str
+    config: dict[str, Any]   # host, port, token_file, max_body_bytes, queue_size, queue_timeout
+    argv: list[str]
+    log: str
+    started_at: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GatewayRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -107,6 +124,21 @@ class StateStore:
 
     def log_path(self, name: str, replica_id: str) -> Path:
         return self.root / "logs" / name / f"{replica_id}.log"
+
+    # the gateway
+    @property
+    def gateway_path(self) -> Path:
+        return self.root / "gateway" / "gateway.json"
+
+    def read_gateway(self) -> GatewayRecord | None:
+        path = self.gateway_path
+        return GatewayRecord.from_dict(_read_json(path)) if path.exists() else None
+
+    def write_gateway(self, record: GatewayRecord) -> None:
+        _write_json(self.gateway_path, asdict(record))
+
+    def remove_gateway(self) -> None:
+        self.gateway_path.unlink(missing_ok=True)
 
     # deployments
     def deployment_names(self) -> list[str]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from enova.plan.model import ObservedDeployment, ObservedReplica, ReplicaState
+from enova.plan.model import ObservedDeployment, ObservedGateway, ObservedReplica, ReplicaState
 
 from .health import probe_many
 from .processes import check_process
 from .state import ReplicaRecord, StateStore
 
-_STATES = {"starting": ReplicaState.STARTING, "ready": ReplicaState.READY, "stopping": ReplicaState.STOPPING}
+_STATES = {"starting": ReplicaState.STARTING, "ready": ReplicaState.READY,
+           "draining": ReplicaState.STOPPING, "stopping": ReplicaState.STOPPING}
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,13 @@ def observe_details(store: StateStore, *, probe_health: bool = False,
                for r in rs]
         for name, rs in records.items()
     }
+
+
+def observe_gateway(store: StateStore) -> ObservedGateway | None:
+    """The gateway enova started, if it has a record, and whether that process still runs."""
+    record = store.read_gateway()
+    if record is None:
+        return None
+    check = check_process(record.pid, record.create_time)
+    return ObservedGateway(config_hash=record.config_hash, config=record.config, alive=check.alive,
+                           pid=record.pid, detail="" if check.alive else check.detail)

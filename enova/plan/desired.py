@@ -11,10 +11,12 @@ import hashlib
 import json
 from typing import Any
 
-from enova.spec.loader import SpecSet
-from enova.spec.models import DeploymentSpec
+import os
 
-from .model import DesiredDeployment
+from enova.spec.loader import SpecSet
+from enova.spec.models import DeploymentSpec, GatewaySpec
+
+from .model import DesiredDeployment, DesiredGateway
 
 
 def replica_config(spec: DeploymentSpec) -> dict[str, Any]:
@@ -51,3 +53,26 @@ def desired_state(specs: SpecSet) -> dict[str, DesiredDeployment]:
             source=f"{located.file}:{located.line}",
         )
     return out
+
+
+def desired_gateway(specs: SpecSet) -> DesiredGateway | None:
+    """The gateway's config from the Gateway document (or the defaults); None when disabled.
+    A relative token_file is resolved against the spec file's folder (path arithmetic only)."""
+    located = specs.gateway
+    spec = located.doc.spec if located else GatewaySpec()
+    if not spec.enabled:
+        return None
+    token_file = spec.token_file
+    if token_file and located is not None:
+        token_file = os.path.normpath(os.path.join(os.path.dirname(located.file), os.path.expanduser(token_file)))
+    config = {
+        "host": spec.host, "port": spec.port, "token_file": token_file,
+        "max_body_bytes": spec.max_body_bytes, "queue_size": spec.queue_size, "queue_timeout": spec.queue_timeout,
+    }
+    return DesiredGateway(config=config, config_hash=config_hash(config))
+
+
+def serving_of(spec: DeploymentSpec, is_default: bool) -> dict[str, Any]:
+    """What the gateway reads from a deployment record."""
+    return {"default": is_default, "max_concurrency": spec.serving.max_concurrency,
+            "drain_timeout": spec.serving.drain_timeout}

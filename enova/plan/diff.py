@@ -8,6 +8,9 @@ Rules, per deployment name in desired ∪ observed, sorted by name:
   missing, stop the surplus (not-ready first, then the newest), forget exited records.
 - observed only: with prune -> DELETE; without -> NOOP marked `orphaned` (reported, kept).
 - otherwise NOOP.
+The gateway is planned first: wanted while it is enabled and any deployment remains (in the
+specs, or kept as an orphan); CREATE when not running, REPLACE (restart) when its config changed,
+DELETE when no longer wanted.
 Called by the CLI (diff, apply, status) and by the reconciler.
 """
 
@@ -18,11 +21,14 @@ from typing import Any
 
 from .fields import Effect, effect_of
 from .model import (
+    GATEWAY,
     Action,
     Change,
     DesiredDeployment,
+    DesiredGateway,
     FieldChange,
     ObservedDeployment,
+    ObservedGateway,
     ObservedReplica,
     Plan,
     ReplicaState,
@@ -124,10 +130,40 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
                   len(live), want.replicas, before_hash, want.config_hash)
 
 
+def _plan_gateway(want: DesiredGateway | None, have: ObservedGateway | None, needed: bool) -> Change | None:
+    if want is None or not needed:
+        if have is None:
+            return None
+        why = "disabled in the specs" if want is None else "no deployment left to serve"
+        if not have.alive:
+            return Change(GATEWAY, Action.NOOP, f"{why}; forget its exited record", 0, 0, have.config_hash,
+                          None, forget=(GATEWAY,), kind=GATEWAY)
+        return Change(GATEWAY, Action.DELETE, f"{why}; stop it", 1, 0, have.config_hash, None,
+                      stop=(GATEWAY,), kind=GATEWAY)
+    where = f"{want.config['host']}:{want.config['port']}"
+    if have is None or not have.alive:
+        reason = "not running" if have is None else f"exited ({have.detail})"
+        return Change(GATEWAY, Action.CREATE, f"{reason}; start it on {where}", 0, 1,
+                      have.config_hash if have else None, want.config_hash, start=1,
+                      forget=(GATEWAY,) if have else (), kind=GATEWAY)
+    if have.config_hash != want.config_hash:
+        fields = field_changes(have.config, want.config)
+        return Change(GATEWAY, Action.REPLACE, f"{', '.join(f.path for f in fields)} changed; restart it",
+                      1, 1, have.config_hash, want.config_hash, fields, start=1, stop=(GATEWAY,), kind=GATEWAY)
+    return Change(GATEWAY, Action.NOOP, f"in sync: listening on {where}", 1, 1, have.config_hash,
+                  want.config_hash, kind=GATEWAY)
+
+
 def compute_plan(desired: Mapping[str, DesiredDeployment],
-                 observed: Mapping[str, ObservedDeployment], *, prune: bool = False) -> Plan:
+                 observed: Mapping[str, ObservedDeployment], *, prune: bool = False,
+                 gateway: DesiredGateway | None = None,
+                 observed_gateway: ObservedGateway | None = None) -> Plan:
     """Plan the changes that make `observed` match `desired`. Deterministic: the result
     depends only on the inputs, never on dict order or the clock."""
     names = sorted(set(desired) | set(observed))
     changes = tuple(_plan_one(n, desired.get(n), observed.get(n), prune) for n in names)
-    return Plan(changes=changes, prune=prune, desired=dict(desired))
+    kept = any(c.orphaned and c.replicas_before for c in changes)
+    gateway_change = _plan_gateway(gateway, observed_gateway, bool(desired) or kept)
+    if gateway_change is not None:
+        changes = (gateway_change, *changes)
+    return Plan(changes=changes, prune=prune, desired=dict(desired), gateway=gateway)

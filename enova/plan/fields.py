@@ -32,6 +32,7 @@ FIELD_EFFECTS: dict[str, Effect] = {
     "replicas": Effect.IN_PLACE,
     "engine.startup_timeout": Effect.BEHAVIOUR,
     "slo": Effect.BEHAVIOUR,
+    "serving": Effect.BEHAVIOUR,  # read by the gateway from the deployment record
 }
 
 REPLACE_FIELDS: tuple[str, ...] = tuple(p for p, e in FIELD_EFFECTS.items() if e is Effect.REPLACE)

@@ -64,6 +64,26 @@ class ObservedDeployment:
 
 
 @dataclass(frozen=True)
+class DesiredGateway:
+    """The gateway the specs ask for (a Gateway document, or the defaults)."""
+
+    config: dict[str, Any]
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class ObservedGateway:
+    config_hash: str
+    config: dict[str, Any]
+    alive: bool
+    pid: int | None = None
+    detail: str = ""
+
+
+GATEWAY = "gateway"  # the subject name of gateway changes
+
+
+@dataclass(frozen=True)
 class FieldChange:
     path: str  # dotted, under spec (e.g. engine.args.max_num_seqs)
     before: Any
@@ -89,9 +109,11 @@ class Change:
     stop: tuple[str, ...] = ()
     forget: tuple[str, ...] = ()
     orphaned: bool = False  # not in the specs and kept running because prune is off
+    kind: str = "deployment"  # "deployment" | "gateway" (then `deployment` is "gateway")
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "deployment": self.deployment,
             "action": self.action.value,
             "reason": self.reason,
@@ -113,6 +135,15 @@ class Plan:
     changes: tuple[Change, ...]
     prune: bool = False
     desired: dict[str, DesiredDeployment] = field(default_factory=dict, compare=False, repr=False)
+    gateway: DesiredGateway | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def deployment_changes(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.kind == "deployment")
+
+    @property
+    def gateway_change(self) -> Change | None:
+        return next((c for c in self.changes if c.kind == GATEWAY), None)
 
     def count(self, action: Action) -> int:
         return sum(1 for c in self.changes if c.action is action)

@@ -22,18 +22,23 @@ def _value(v: Any) -> str:
     return json.dumps(v, sort_keys=True) if not isinstance(v, str) else json.dumps(v)
 
 
+def _subject(c: Change) -> str:
+    return "gateway" if c.kind == "gateway" else f"deployment {c.deployment}"
+
+
 def _change_lines(c: Change) -> list[str]:
-    lines = [f"  {SYMBOLS[c.action]} deployment {c.deployment} {VERBS[c.action]}", f"      # {c.reason}"]
+    lines = [f"  {SYMBOLS[c.action]} {_subject(c)} {VERBS[c.action]}", f"      # {c.reason}"]
     for f in c.fields:
         lines.append(f"      ~ {f.path}: {_value(f.before)} -> {_value(f.after)}")
-    lines.append(f"        replicas: {c.replicas_before} -> {c.replicas_after}")
+    if c.kind == "deployment":
+        lines.append(f"        replicas: {c.replicas_before} -> {c.replicas_after}")
     if c.config_before != c.config_after:
         lines.append(f"        config: {c.config_before or '(none)'} -> {c.config_after or '(none)'}")
     else:
         lines.append(f"        config: {c.config_after}")
-    if c.stop:
+    if c.stop and c.kind == "deployment":
         lines.append(f"        stop: {', '.join(c.stop)}")
-    if c.forget:
+    if c.forget and c.kind == "deployment":
         lines.append(f"        forget exited: {', '.join(c.forget)}")
     return lines
 
@@ -53,7 +58,7 @@ def render_text(plan: Plan) -> str:
         out.append("No changes. The running deployments match the specs.")
         out.append("")
     if in_sync and acting:
-        out.append(f"In sync: {', '.join(c.deployment for c in in_sync)}.")
+        out.append(f"In sync: {', '.join(_subject(c) for c in in_sync)}.")
         out.append("")
     for c in plan.orphans:
         out.append(f"  # deployment {c.deployment} is not in the specs and is kept: "

@@ -74,7 +74,7 @@ def deployment_statuses(plan: Plan | None,
             out.append(DeploymentStatus(name, Sync.UNKNOWN, "no specs given", health, why, None,
                                         sum(1 for r in observed[name].replicas if r.alive)))
         return out
-    for change in plan.changes:
+    for change in plan.deployment_changes:
         want = plan.desired.get(change.deployment)
         have = observed.get(change.deployment)
         synced = change.action is Action.NOOP and not change.orphaned

@@ -22,7 +22,7 @@ import pydantic
 from pydantic import TypeAdapter, ValidationError
 
 from enova.errors import SpecError, SpecIssue
-from enova.spec.models import DOCUMENT_KINDS, SLO, Deployment, Document, LoadProfile
+from enova.spec.models import DOCUMENT_KINDS, SLO, Deployment, Document, Gateway, LoadProfile
 from enova.spec.yamlpos import KeyPath, YamlDocument, parse_documents
 
 T = TypeVar("T")
@@ -47,6 +47,15 @@ class SpecSet:
     deployments: dict[str, Located[Deployment]]
     slos: dict[str, Located[SLO]]
     load_profiles: dict[str, Located[LoadProfile]]
+    gateway: Union[Located[Gateway], None] = None
+
+    @property
+    def default_deployment(self) -> Union[str, None]:
+        """The deployment /generate goes to: the one marked serving.default, or the only one."""
+        marked = [n for n, d in self.deployments.items() if d.doc.spec.serving.default]
+        if marked:
+            return marked[0]
+        return next(iter(self.deployments)) if len(self.deployments) == 1 else None
 
 
 def load_specs(path: Union[Path, str]) -> SpecSet:
@@ -71,6 +80,7 @@ def load_specs(path: Union[Path, str]) -> SpecSet:
         deployments=dict(sorted(by_kind["Deployment"].items())),
         slos=dict(sorted(by_kind["SLO"].items())),
         load_profiles=dict(sorted(by_kind["LoadProfile"].items())),
+        gateway=next(iter(by_kind["Gateway"].values()), None),
     )
 
 
@@ -163,7 +173,25 @@ class _Reader:
                 self.entries.append(entry)
 
     def check_across_documents(self) -> None:
-        """Duplicate names per kind, then references, over every file read."""
+        """Duplicate names per kind, then references, then singletons, over every file read."""
+        self._check_references()
+        self._check_singletons()
+
+    def _check_singletons(self) -> None:
+        """At most one Gateway document, and at most one deployment with serving.default."""
+        gateways = [e for e in self.declared if e.kind == "Gateway"]
+        for extra in gateways[1:]:
+            line = extra.yaml.position(("kind",)).key_line
+            self.issues.append(SpecIssue(_shown(extra.file), line, "kind",
+                                         f"only one Gateway document is allowed; first at {gateways[0].name_place}"))
+        defaults = [e for e in self.entries if e.kind == "Deployment" and e.model.spec.serving.default]
+        for extra in defaults[1:]:
+            line = extra.yaml.position(("spec", "serving", "default")).key_line
+            self.issues.append(SpecIssue(
+                _shown(extra.file), line, "spec.serving.default",
+                f'only one deployment may be the default; "{defaults[0].name}" at {defaults[0].name_place} is too'))
+
+    def _check_references(self) -> None:
         first: dict[tuple[str, str], _Entry] = {}
         for entry in self.declared:
             earlier = first.setdefault((entry.kind, entry.name), entry)

@@ -194,6 +194,19 @@ class Resources(StrictModel):
     cpus: int = Field(1, ge=1, description="CPU cores bound to each replica.")
 
 
+class ServingSpec(StrictModel):
+    """How the gateway on :9199 serves this deployment."""
+
+    default: bool = Field(
+        False, description="Requests to /generate (which names no model) go here. At most one deployment may set it; "
+        "with a single deployment it is the default anyway.")
+    max_concurrency: Union[int, None] = Field(
+        None, gt=0, description="Requests in flight per replica before the gateway queues them "
+        "(default: the engine's max_num_seqs, else 256).")
+    drain_timeout: Duration = Field(
+        30.0, description="Before a replica is stopped, how long its in-flight requests may take to finish.")
+
+
 def classify_model(ref: str) -> Literal["builtin", "hub", "local"]:
     """Which of the three kinds of model reference `ref` is.
 
@@ -228,6 +241,7 @@ class DeploymentSpec(StrictModel):
     replicas: int = Field(1, ge=0, description="How many engine replicas to run.")
     resources: Resources = Field(Resources(), description="What each replica gets from the host.")
     slo: Union[str, None] = Field(None, description="Name of an SLO document this deployment is held to.")
+    serving: ServingSpec = Field(ServingSpec(), description="How the gateway serves this deployment.")
 
     @field_validator("model")
     @classmethod
@@ -385,7 +399,31 @@ class LoadProfile(StrictModel):
     spec: LoadProfileSpec = Field(description="The load to send.")
 
 
-Document = Annotated[Union[Deployment, SLO, LoadProfile], Field(discriminator="kind")]
+class GatewaySpec(StrictModel):
+    """The gateway: one stable endpoint (/generate and the OpenAI API) in front of every replica."""
+
+    enabled: bool = Field(True, description="Run the gateway. It runs with these defaults when no Gateway document exists.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to bind. 0.0.0.0 exposes it to the network: set a token.")
+    port: int = Field(9199, ge=1, le=65535, description="Port to bind.")
+    token_file: Union[str, None] = Field(
+        None, min_length=1, description="A file holding a bearer token that every request except /health and "
+        "/metrics must carry; relative to the spec file's folder. Keep the token out of git.")
+    max_body_bytes: int = Field(1048576, gt=0, description="Largest request body accepted (413 above it).")
+    queue_size: int = Field(100, ge=0, description="Requests that may wait per deployment when every replica is busy.")
+    queue_timeout: Duration = Field(30.0, description="How long a queued request waits before a 429.")
+
+
+class Gateway(StrictModel):
+    """The gateway on :9199. At most one per spec set."""
+
+    apiVersion: Literal["enova/v1"] = Field(description="The spec format version: enova/v1.")
+    kind: Literal["Gateway"] = Field(description="The kind of document.")
+    metadata: Metadata = Field(description="Name and labels.")
+    spec: GatewaySpec = Field(GatewaySpec(), description="Where and how the gateway listens.")
+
+
+Document = Annotated[Union[Deployment, SLO, LoadProfile, Gateway], Field(discriminator="kind")]
 """Any spec document, chosen by its `kind`."""
 
-DOCUMENT_KINDS: dict[str, type[StrictModel]] = {"Deployment": Deployment, "SLO": SLO, "LoadProfile": LoadProfile}
+DOCUMENT_KINDS: dict[str, type[StrictModel]] = {
+    "Deployment": Deployment, "SLO": SLO, "LoadProfile": LoadProfile, "Gateway": Gateway}

@@ -55,8 +55,8 @@ def cli(tmp_path: Path, request) -> Cli:
            "PYTHONUNBUFFERED": "1"}
     tool = Cli(state, env)
     yield tool
-    # Never leave engines behind, whatever the test did.
-    for rec in state.glob("deployments/*/replicas/*.json"):
+    # Never leave engines or gateways behind, whatever the test did.
+    for rec in [*state.glob("**/deployments/*/replicas/*.json"), *state.glob("**/gateway/gateway.json")]:
         pid = json.loads(rec.read_text())["pid"]
         try:
             for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
@@ -74,9 +74,16 @@ def complete(port: int, prompt: str = "San Francisco is a", model: str = "smollm
     return text
 
 
+TEST_GATEWAY_PORT = 19297  # not 9199, so tests never meet a user's gateway
+
+
 def write_spec(folder: Path, *, replicas: int = 1, max_num_seqs: int = 16, extra_args: str = "",
-               model: str = "builtin:smollm2-135m-instruct", name: str = "smollm2") -> Path:
+               model: str = "builtin:smollm2-135m-instruct", name: str = "smollm2",
+               gateway_port: int | None = TEST_GATEWAY_PORT) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    if gateway_port is not None and not (folder / "gateway.yaml").exists():
+        (folder / "gateway.yaml").write_text(
+            f"apiVersion: enova/v1\nkind: Gateway\nmetadata: {{name: main}}\nspec: {{port: {gateway_port}}}\n")
     (folder / f"{name}.yaml").write_text(f"""\
 apiVersion: enova/v1
 kind: Deployment

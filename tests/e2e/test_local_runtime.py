@@ -25,7 +25,7 @@ def test_apply_replace_scale_heal_delete_with_the_real_engine(cli, tmp_path):
     # apply -> a completion answers -> diff exits 0
     began = time.monotonic()
     run = cli("apply", str(specs), check=0)
-    assert "Plan: 1 to create, 0 to replace, 0 to scale, 0 to delete." in run.out
+    assert "Plan: 2 to create, 0 to replace, 0 to scale, 0 to delete." in run.out  # the gateway too
     [first] = cli.replicas("smollm2", specs)
     assert first["health"] == "healthy"
     complete(first["port"])
@@ -96,7 +96,8 @@ def test_apply_replace_scale_heal_delete_with_the_real_engine(cli, tmp_path):
     run = cli("delete", "smollm2", check=0)
     gone, alive = psutil.wait_procs(trees, timeout=15)
     assert not alive, f"processes left after delete: {alive}"
-    assert cli.status()["deployments"] == []
+    status = cli.status()
+    assert status["deployments"] == [] and status["gateway"] is None, "the last delete stops the gateway too"
 
 
 def test_a_replica_that_never_becomes_healthy_is_stopped_and_its_log_shown(cli, tmp_path):

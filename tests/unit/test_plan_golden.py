@@ -2,7 +2,8 @@
 checked-in files. Refresh with `pytest tests/unit/test_plan_golden.py --update-golden`.
 
 Each case is a folder under tests/golden/: specs/ (the desired state), observed.json (what
-the runtime reports: replicas per deployment with their config, state and start time),
+the runtime reports: replicas per deployment with their config, state and start time, and
+under "$gateway" the gateway's config and liveness),
 case.json ({"prune": bool}), plan.txt and plan.json (the expected renderings).
 """
 
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from enova.plan.desired import config_hash, desired_state
+from enova.plan.desired import config_hash, desired_gateway, desired_state
 from enova.plan.diff import compute_plan
-from enova.plan.model import ObservedDeployment, ObservedReplica, ReplicaState
+from enova.plan.model import ObservedDeployment, ObservedGateway, ObservedReplica, ReplicaState
 from enova.plan.render import render_json, render_text
 from enova.spec.loader import load_specs
 
@@ -23,6 +24,7 @@ CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "case.json").exists())
 
 def load_observed(path: Path) -> dict[str, ObservedDeployment]:
     data = json.loads(path.read_text())
+    data.pop("$gateway", None)
     out = {}
     for name, dep in data.items():
         replicas = []
@@ -35,14 +37,26 @@ def load_observed(path: Path) -> dict[str, ObservedDeployment]:
     return out
 
 
+def load_observed_gateway(path: Path) -> ObservedGateway | None:
+    gateway = json.loads(path.read_text()).get("$gateway")
+    if gateway is None:
+        return None
+    return ObservedGateway(config_hash=config_hash(gateway["config"]), config=gateway["config"],
+                           alive=gateway.get("alive", True), pid=gateway.get("pid"), detail=gateway.get("detail", ""))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_plan_matches_golden_files(case, update_golden, monkeypatch):
     folder = GOLDEN / case
     monkeypatch.chdir(folder)  # spec file names in plans are relative to here
     options = json.loads((folder / "case.json").read_text())
-    plan = compute_plan(desired_state(load_specs(Path("specs"))), load_observed(folder / "observed.json"),
-                        prune=options.get("prune", False))
-    outputs = {"plan.txt": render_text(plan), "plan.json": render_json(plan)}
+    specs = load_specs(Path("specs"))
+    plan = compute_plan(desired_state(specs), load_observed(folder / "observed.json"),
+                        prune=options.get("prune", False), gateway=desired_gateway(specs),
+                        observed_gateway=load_observed_gateway(folder / "observed.json"))
+    # absolute paths (a resolved token_file) are shown relative to the case, so golden files hold anywhere
+    outputs = {name: text.replace(str(folder), "<case>")
+               for name, text in (("plan.txt", render_text(plan)), ("plan.json", render_json(plan)))}
     for name, text in outputs.items():
         if update_golden:
             (folder / name).write_text(text)

@@ -22,7 +22,7 @@ TABLE = {
     ],
     "unknown_key.yaml": [
         "unknown_key.yaml:7 spec.replicaz: unknown field; expected one of: engine, model, replicas, resources,"
-        " runtime, slo; did you mean 'replicas'?",
+        " runtime, serving, slo; did you mean 'replicas'?",
     ],
     "wrong_type.yaml": [
         "wrong_type.yaml:7 spec.replicas: must be an integer (got 'two')",
@@ -52,7 +52,7 @@ TABLE = {
         "unknown_builtin.yaml:6 spec.model: unknown builtin model; known: smollm2-135m-instruct (got 'builtin:smollm3')",
     ],
     "unknown_kind.yaml": [
-        "unknown_kind.yaml:2 kind: unknown kind; expected one of: Deployment, LoadProfile, SLO (got 'Deploymnet');"
+        "unknown_kind.yaml:2 kind: unknown kind; expected one of: Deployment, Gateway, LoadProfile, SLO (got 'Deploymnet');"
         " did you mean 'Deployment'?",
     ],
     "missing_field.yaml": [
@@ -82,6 +82,16 @@ TABLE = {
         "bad_version_and_runtime.yaml:6 spec.model: must be builtin:<name>, a Hugging Face id (org/name)"
         " or a local folder (./path, /path or ~/path) (got 'smollm2')",
         "bad_version_and_runtime.yaml:7 spec.runtime: the docker runtime is not available yet; use 'local' (got 'docker')",
+    ],
+    "two_defaults.yaml": [
+        'two_defaults.yaml:14 spec.serving.default: only one deployment may be the default; "a" at'
+        " two_defaults.yaml:3 is too",
+    ],
+    "two_gateways.yaml": [
+        "two_gateways.yaml:7 kind: only one Gateway document is allowed; first at two_gateways.yaml:3",
+        "two_gateways.yaml:9 spec.hostt: unknown field; expected one of: enabled, host, max_body_bytes, port,"
+        " queue_size, queue_timeout, token_file; did you mean 'host'?",
+        "two_gateways.yaml:9 spec.port: must be <= 65535 (got 99999)",
     ],
     "multiple_errors": [
         "multiple_errors/app.yaml:7 spec.replicas: must be >= 0 (got -2)",

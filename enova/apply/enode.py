@@ -1,0 +1,140 @@
+"""`enova enode run`: the seed's single-module command. One deployment described on the command
+line, served in the foreground behind the gateway; Ctrl-C (or SIGTERM) drains and stops it.
+
+It is `enova apply` for a spec built from options, with its own state directory (so it never
+touches what `enova apply specs/` manages) and a stop event instead of a return. Unknown
+`--flags` are vLLM engine args (`--max-num-seqs 8` and `--max_num_seqs=8` alike).
+Called by the CLI; tests call `run_enode` with their own stop event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from threading import Event
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from enova.errors import EnovaError, UsageError
+from enova.observe.state import StateStore
+from enova.observe.world import observe, observe_gateway
+from enova.plan.desired import desired_gateway, desired_state
+from enova.plan.diff import compute_plan
+from enova.settings import Settings
+from enova.spec.loader import Located, SpecSet
+from enova.spec.models import Deployment, Gateway, classify_model
+
+from .executor import Applier
+from .gateway import stop_gateway
+
+Progress = Callable[[str], None]
+
+
+def parse_engine_args(tokens: list[str]) -> dict[str, Any]:
+    """`--max-num-seqs 8 --enforce-eager --dtype=bfloat16` -> {max_num_seqs: 8, enforce_eager: True,
+    dtype: "bfloat16"}. Values are read as YAML scalars (8 is an int, 0.9 a float, true a bool,
+    '{"a": 1}' a mapping). Raises UsageError for a token that is not a --flag."""
+    args: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise UsageError(f"unexpected argument {token!r}: engine args are --flag [value]")
+        key, eq, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            args[key] = _scalar(value)
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            args[key] = _scalar(tokens[i + 1])
+            i += 1
+        else:
+            args[key] = True
+        i += 1
+    return args
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool, dict, list)) and value is not None else text
+
+
+def name_for(model: str) -> str:
+    """A deployment name (DNS label) from a model reference: org/Mistral-7B-v0.1 -> mistral-7b-v0-1."""
+    base = model.removeprefix("builtin:").rstrip("/").split("/")[-1]
+    name = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:63].strip("-")
+    return name or "model"
+
+
+def build_specs(*, model: str, name: str | None, replicas: int, cpus: int, gpus: int,
+                engine_args: dict[str, Any], host: str, port: int, token_file: str | None) -> SpecSet:
+    """The spec set enode runs, validated like files are; errors name the command-line option."""
+    try:
+        classify_model(model)
+    except ValueError as exc:
+        raise UsageError(f"--model {model}: {exc}") from None
+    name = name or name_for(model)
+    deployment = {
+        "apiVersion": "enova/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"model": model, "engine": {"name": "vllm", "args": engine_args}, "replicas": replicas,
+                 "resources": {"gpus": gpus, "cpus": cpus}, "serving": {"default": True}},
+    }
+    gateway = {"apiVersion": "enova/v1", "kind": "Gateway", "metadata": {"name": "enode"},
+               "spec": {"host": host, "port": port, **({"token_file": token_file} if token_file else {})}}
+    problems = []
+    docs = []
+    for cls, data in ((Deployment, deployment), (Gateway, gateway)):
+        try:
+            docs.append(cls.model_validate(data))
+        except ValidationError as exc:
+            problems += [f"{_option(e['loc'])}: {e['msg']}" for e in exc.errors()]
+    if problems:
+        raise UsageError("invalid options:\n  " + "\n  ".join(problems))
+    here = Path.cwd() / "(enova enode run)"
+    return SpecSet(root=Path.cwd(), deployments={name: Located(docs[0], here, 0)}, slos={}, load_profiles={},
+                   gateway=Located(docs[1], here, 0))
+
+
+def _option(loc: tuple) -> str:
+    parts = [str(p) for p in loc]
+    if parts[:3] == ["spec", "engine", "args"] and len(parts) > 3:
+        return "--" + parts[3].replace("_", "-")
+    if parts[:2] == ["metadata", "name"]:
+        return "--name"
+    return "--" + parts[-1].replace("_", "-")
+
+
+def run_enode(specs: SpecSet, settings: Settings, stop: Event, progress: Progress = lambda m: None) -> None:
+    """Start the deployment and the gateway, serve until `stop` is set, then drain and stop all.
+    Blocks. Raises EnovaError if something cannot start (what did start is stopped again)."""
+    port = specs.gateway.doc.spec.port if specs.gateway else 9199
+    store = StateStore(settings.state_dir / "enode" / str(port))
+    from enova.observe.lock import StateLock
+    with StateLock(store.root, "enova enode run"):
+        applier = Applier(store=store, settings=settings, specs=specs, progress=progress, stop=stop)
+        try:
+            plan = compute_plan(desired_state(specs), observe(store), prune=True,
+                                gateway=desired_gateway(specs), observed_gateway=observe_gateway(store))
+            applier.preflight(plan)
+            result = applier.apply(plan)
+            if result.failed:
+                raise EnovaError("; ".join(o.message for o in result.failed))
+            gateway = store.read_gateway()
+            name = next(iter(specs.deployments))
+            if gateway is not None:
+                progress(f"serving {name} on http://{gateway.config['host']}:{gateway.config['port']} "
+                         "(/generate and /v1/*); Ctrl-C drains and stops")
+            stop.wait()
+        finally:
+            progress("stopping: draining requests")
+            gateway = store.read_gateway()
+            if gateway is not None:
+                stop_gateway(store, gateway)  # it finishes in-flight requests before exiting
+            for name in store.deployment_names():
+                applier.delete(name)
+            progress("stopped")
