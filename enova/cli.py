@@ -218,6 +218,111 @@ def enode_run(
         raise _fail(exc)
 
 
+def _duration(value: str, option: str) -> float:
+    from enova.spec.models import parse_duration
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{option} {value}: {exc}") from None
+
+
+@app.command()
+def reconcile(
+    specs: SpecsArg,
+    interval: Annotated[str, typer.Option("--interval", help="Re-observe everything this often (e.g. 30s, 2m).")] = "30s",
+    unhealthy_after: Annotated[str, typer.Option("--unhealthy-after", help="Replace a replica failing /health "
+                                                 "this long.")] = "60s",
+    prune: PruneOpt = False,
+    git_pull: Annotated[Optional[str], typer.Option("--git-pull", metavar="BRANCH", help="Fetch and fast-forward "
+                                                    "BRANCH from origin before each timed pass.")] = None,
+    committed_only: Annotated[bool, typer.Option("--committed-only", help="Apply what is committed at HEAD, "
+                                                 "not what is being edited.")] = False,
+) -> None:
+    """Keep converging: watch the specs, re-observe on a timer, self-heal, report status and events.
+    SIGHUP re-reads specs and clears stalls; SIGTERM exits 0 and leaves the replicas serving."""
+    import signal
+    import threading
+
+    from enova.reconcile.controller import Reconciler
+    from enova.reconcile.notify import Notifier
+    stop = threading.Event()
+    try:
+        reconciler = Reconciler(
+            specs.resolve(), _state.settings, stop=stop, interval=_duration(interval, "--interval"),
+            unhealthy_after=_duration(unhealthy_after, "--unhealthy-after"), prune=prune, git_pull=git_pull,
+            committed_only=committed_only, notifier=Notifier(), progress=_progress)
+
+        def _stop(*_):
+            stop.set()
+            reconciler.wake.set()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGHUP, lambda *_: reconciler.request_reload())
+        code = reconciler.run()
+    except EnovaError as exc:
+        raise _fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def events(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    deployment: Annotated[Optional[str], typer.Option("--deployment", "-d", help="Only this deployment.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many recent events to show first.")] = 50,
+    output: OutputOpt = Output.text,
+) -> None:
+    """The reconciler's events: every action with its reason (newest last)."""
+    import threading
+
+    from enova.reconcile.events import EventLog
+    log = EventLog(_state.settings.state_dir / "events.jsonl")
+    subject = f"deployment/{deployment}" if deployment else None
+    show = (lambda e: print(e.to_json(), flush=True)) if output is Output.json else (lambda e: print(e.format(), flush=True))
+    for event in log.read(subject=subject)[-limit:] if limit > 0 else []:
+        show(event)
+    if follow:
+        stop = threading.Event()
+        try:
+            for event in log.follow(stop, subject=subject):
+                show(event)
+        except KeyboardInterrupt:
+            stop.set()
+
+
+service_app = typer.Typer(help="Run `enova reconcile` as a systemd service.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install(
+    specs: SpecsArg,
+    user: Annotated[bool, typer.Option("--user", help="A user unit (~/.config/systemd/user) instead of a system one.")] = False,
+    interval: Annotated[str, typer.Option("--interval", help="The reconciler's --interval.")] = "30s",
+) -> None:
+    """Write enova-reconcile.service (Type=notify, watchdog, KillMode=process so replicas outlive
+    the controller) and enable and start it when systemd runs."""
+    from enova.reconcile.service import install_service
+    try:
+        result = install_service(specs, user=user, interval=_duration(interval, "--interval"),
+                                 state_dir=_state.settings.state_dir, cache_dir=_state.settings.cache_dir)
+    except EnovaError as exc:
+        raise _fail(exc)
+    print(f"{result.unit_path}: {result.message}")
+
+
+@service_app.command("uninstall")
+def service_uninstall(
+    user: Annotated[bool, typer.Option("--user", help="The user unit.")] = False,
+) -> None:
+    """Stop and disable the service and remove its unit. Replicas keep serving (enova delete stops them)."""
+    from enova.reconcile.service import uninstall_service
+    try:
+        result = uninstall_service(user=user)
+    except EnovaError as exc:
+        raise _fail(exc)
+    print(f"{result.unit_path}: {result.message}")
+
+
 def _uptime(seconds: float) -> str:
     seconds = int(max(0, seconds))
     if seconds < 60:
@@ -237,6 +342,10 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
     from enova.observe.world import observe_details, observe_gateway
     from enova.plan.model import ObservedDeployment
     from enova.plan.status import deployment_statuses
+    from enova.reconcile.controller import read_status
+    controller = read_status(_state.settings.state_dir)
+    if specs is None and controller and controller.get("alive"):
+        specs = Path(controller["specs"])  # compare with what the running reconciler enforces
     try:
         spec_set = _load(specs) if specs is not None else None
         store = StateStore(_state.settings.state_dir)
@@ -247,6 +356,7 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
     except EnovaError as exc:
         raise _fail(exc)
     statuses = deployment_statuses(plan, observed)
+    subjects = (controller or {}).get("subjects", {}) if controller and controller.get("alive") else {}
     gpus = gpu_inventory()
     now = time.time()
     gateway_record = store.read_gateway()
@@ -277,6 +387,7 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
         print(json.dumps({
             "state_dir": str(_state.settings.state_dir),
             "gateway": gateway_info,
+            "reconciler": controller,
             "gpus": {"available": gpus.available, "description": gpus.describe(),
                      "devices": [g.__dict__ for g in gpus.gpus]},
             "deployments": [{
@@ -284,11 +395,18 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
                 "sync": {"status": s.sync.value, "reason": s.sync_reason},
                 "health": {"status": s.health.value, "reason": s.health_reason},
                 "replicas": {"desired": s.desired, "running": s.running},
+                "reconciler": subjects.get(s.name),
                 "config_hash": plan.desired[s.name].config_hash if plan and s.name in plan.desired else None,
                 "replica_details": replica_rows(s.name),
             } for s in statuses],
         }, indent=2))
         return
+    if controller:
+        git = controller.get("git") or {}
+        where = f", specs {git.get('short')}" if git else ""
+        state = f"running (pid {controller['pid']})" if controller.get("alive") else "not running (last status shown)"
+        print(f"reconciler: {state}{where}" + (f"; SPECS INVALID: {controller['spec_error']}"
+                                                if controller.get("spec_error") else ""))
     if gateway_info:
         state = "running" if gateway_info["alive"] else f"not running ({gateway_info['detail']})"
         print(f"gateway: {state} on {gateway_info['host']}:{gateway_info['port']} (pid {gateway_info['pid']}, "
@@ -299,6 +417,10 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
         desired = "-" if s.desired is None else str(s.desired)
         print(f"{s.name}: sync {s.sync.value} ({s.sync_reason}); health {s.health.value} "
               f"({s.health_reason}); replicas {s.running}/{desired}")
+        sub = subjects.get(s.name)
+        if sub:
+            print(f"  reconciler: {sub['condition']} ({sub['reason']}: {sub['message']}); "
+                  f"applied {sub['last_applied'] or '-'}, attempted {sub['last_attempted'] or '-'}")
         rows = replica_rows(s.name)
         if rows:
             print(f"  {'REPLICA':<22} {'PID':>7} {'PORT':>6} {'HEALTH':<10} {'UPTIME':>8} {'CONFIG':<13} WHERE")

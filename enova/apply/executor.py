@@ -12,6 +12,7 @@ Called by the CLI (apply, delete) and, later, the reconciler.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,9 @@ Progress = Callable[[str], None]
 PHASES = {Action.DELETE: 0, Action.SCALE: 1, Action.REPLACE: 2, Action.CREATE: 3, Action.NOOP: 4}
 STOP_GRACE = 30.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# Choosing a port and cores and recording the new replica must be one step: the reconciler
+# runs passes for different deployments in parallel threads of one process.
+_ALLOCATION = threading.Lock()
 
 
 def _order(change: Change) -> tuple[int, int, str]:
@@ -53,6 +57,7 @@ class Outcome:
     action: Action
     ok: bool
     message: str
+    error: EnovaError | None = None  # the failure, so callers can retry by kind
 
 
 @dataclass
@@ -168,7 +173,7 @@ class Applier:
                 result.outcomes.append(Outcome(change.deployment, change.action, True, message))
             except EnovaError as exc:
                 self.progress(f"{change.deployment}: FAILED: {exc}")
-                result.outcomes.append(Outcome(change.deployment, change.action, False, str(exc)))
+                result.outcomes.append(Outcome(change.deployment, change.action, False, str(exc), exc))
         if self._gateway_pending is not None:
             change, record = self._gateway_pending
             try:
@@ -178,7 +183,7 @@ class Applier:
             except EnovaError as exc:
                 self.progress(f"gateway: FAILED: {exc}")
                 result.outcomes = [o for o in result.outcomes if o.deployment != GATEWAY]
-                result.outcomes.append(Outcome(GATEWAY, change.action, False, str(exc)))
+                result.outcomes.append(Outcome(GATEWAY, change.action, False, str(exc), exc))
         return result
 
     def _records(self, name: str) -> dict[str, ReplicaRecord]:
@@ -299,6 +304,11 @@ class Applier:
     def _spawn(self, want: DesiredDeployment, prefer_cpus: list[int] = (),
                releasing: set[str] = frozenset()) -> ReplicaRecord:
         """Allocate a port, cores or GPUs, render the launch and start the process."""
+        with _ALLOCATION:
+            return self._spawn_locked(want, prefer_cpus, releasing)
+
+    def _spawn_locked(self, want: DesiredDeployment, prefer_cpus: list[int],
+                      releasing: set[str]) -> ReplicaRecord:
         live = self._live_records()
         replica_id = new_replica_id(want.name)
         device = device_for(want.config)

@@ -24,7 +24,7 @@ from enova.errors import PermanentError, TemporaryError
 from enova.observe.processes import check_process, process_start_time
 from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore
 
-from .local import log_tail, port_is_free
+from .local import child_environment, log_tail, port_is_free
 
 Progress = Callable[[str], None]
 
@@ -88,7 +88,7 @@ def spawn_gateway(store: StateStore, config: dict, config_hash: str, *,
         out.write(f"--- enova: starting gateway: {argv}\n".encode())
         out.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, cwd=store.root)
+                                start_new_session=True, close_fds=True, cwd=store.root, env=child_environment())
     record = GatewayRecord(pid=proc.pid, create_time=process_start_time(proc.pid), config_hash=config_hash,
                            config=config, argv=argv, log=str(log), started_at=clock())
     store.write_gateway(record)

@@ -34,6 +34,16 @@ class ReplicaStartError(TemporaryError):
     """A replica exited or did not become healthy in time. The message carries its last log lines."""
 
 
+# systemd's notify variables belong to the controller; a replica or gateway must not inherit them.
+SERVICE_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_ONLY_ENV}
+    env.update(extra or {})
+    return env
+
+
 def log_tail(path: str | Path, lines: int = 25) -> str:
     try:
         with open(path, errors="replace") as fh:
@@ -75,7 +85,7 @@ class LocalRuntime:
         for health. Raises ReplicaStartError if the process cannot be spawned."""
         log_path = self.store.log_path(deployment, replica_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **launch.env}
+        env = child_environment(launch.env)
         with open(log_path, "ab") as log:
             log.write(f"--- enova: starting {replica_id}: {launch.argv}\n".encode())
             log.flush()

@@ -98,6 +98,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+write_json = _write_json  # for other owners of files under the state directory
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         with open(path) as fh:

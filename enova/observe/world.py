@@ -48,9 +48,11 @@ def observe(store: StateStore, *, probe_health: bool = False,
     }
 
 
-def observe_details(store: StateStore, *, probe_health: bool = False,
-                    probe_timeout: float = 2.0) -> dict[str, list[ObservedReplicaDetail]]:
-    records = {name: store.replicas(name) for name in store.deployment_names()}
+def observe_details(store: StateStore, *, probe_health: bool = False, probe_timeout: float = 2.0,
+                    names: list[str] | None = None) -> dict[str, list[ObservedReplicaDetail]]:
+    """Records joined with liveness (and health) for `names` (default: every deployment)."""
+    wanted = store.deployment_names() if names is None else [n for n in names if n in store.deployment_names()]
+    records = {name: store.replicas(name) for name in wanted}
     health: dict[tuple[str, int], bool] = {}
     if probe_health:
         health = probe_many(((r.host, r.port) for rs in records.values() for r in rs), probe_timeout)

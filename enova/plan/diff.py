@@ -4,8 +4,9 @@ Rules, per deployment name in desired ∪ observed, sorted by name:
 - desired only                      -> CREATE, start `replicas`.
 - live replicas whose config hash differs from the desired one -> REPLACE: start new
   replicas up to `replicas` (each healthy before an old one stops), stop the stale ones.
-- exited replicas, or a live count different from `replicas` -> SCALE: start what is
-  missing, stop the surplus (not-ready first, then the newest), forget exited records.
+- exited or failed replicas, or a live count different from `replicas` -> SCALE: start what
+  is missing, stop the surplus (not-ready first, then the newest) and the failed ones (alive
+  but failing health checks for too long), forget exited records.
 - observed only: with prune -> DELETE; without -> NOOP marked `orphaned` (reported, kept).
 - otherwise NOOP.
 The gateway is planned first: wanted while it is enabled and any deployment remains (in the
@@ -74,8 +75,10 @@ def _plural(n: int, word: str) -> str:
 def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeployment | None,
               prune: bool) -> Change:
     replicas = list(have.replicas) if have else []
-    live = [r for r in replicas if r.alive]
+    live = [r for r in replicas if r.serving]
     exited = sorted((r for r in replicas if not r.alive), key=lambda r: r.id)
+    failed = sorted((r for r in replicas if r.alive and not r.serving), key=lambda r: r.id)
+    failed_ids = tuple(r.id for r in failed)
     forget = tuple(r.id for r in exited)
     live_hashes = sorted({r.config_hash for r in live})
     before_hash = live_hashes[0] if len(live_hashes) == 1 else (None if not live_hashes else "mixed")
@@ -89,7 +92,7 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
         return Change(name, Action.DELETE,
                       f"not in the specs; delete {_plural(len(live), 'replica')} (prune)",
                       len(live), 0, before_hash, None,
-                      stop=tuple(r.id for r in _stop_order(live)), forget=forget)
+                      stop=failed_ids + tuple(r.id for r in _stop_order(live)), forget=forget)
 
     if have is None:
         return Change(name, Action.CREATE, f"new deployment; start {_plural(want.replicas, 'replica')}",
@@ -103,20 +106,23 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
                        if effect_of(f.path) is not Effect.IN_PLACE)
         changed = ", ".join(f.path for f in fields) or "replica config"
         surplus = _stop_order(current)[: max(0, len(current) - want.replicas)]
-        stop = tuple(r.id for r in _stop_order(stale)) + tuple(r.id for r in surplus)
+        stop = failed_ids + tuple(r.id for r in _stop_order(stale)) + tuple(r.id for r in surplus)
         start = max(0, want.replicas - len(current))
         return Change(name, Action.REPLACE,
                       f"{changed} changed; replace {_plural(len(stale), 'replica')}",
                       len(live), want.replicas, before_hash, want.config_hash, fields,
                       start=start, stop=stop, forget=forget)
 
-    if exited or len(current) != want.replicas:
+    if exited or failed or len(current) != want.replicas:
         surplus = _stop_order(current)[: max(0, len(current) - want.replicas)]
         start = max(0, want.replicas - len(current))
         parts = []
         if exited:
             gone = ", ".join(f"{r.id}" + (f" ({r.detail})" if r.detail else "") for r in exited)
             parts.append(f"{_plural(len(exited), 'replica')} exited: {gone}")
+        if failed:
+            sick = ", ".join(f"{r.id}" + (f" ({r.detail})" if r.detail else "") for r in failed)
+            parts.append(f"{_plural(len(failed), 'replica')} failed: {sick}")
         if start:
             parts.append(f"start {start}")
         if surplus:
@@ -124,7 +130,7 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
         return Change(name, Action.SCALE,
                       f"{len(current)} of {want.replicas} running; " + "; ".join(parts),
                       len(live), want.replicas, before_hash, want.config_hash,
-                      start=start, stop=tuple(r.id for r in surplus), forget=forget)
+                      start=start, stop=failed_ids + tuple(r.id for r in surplus), forget=forget)
 
     return Change(name, Action.NOOP, f"in sync: {_plural(len(current), 'replica')} running",
                   len(live), want.replicas, before_hash, want.config_hash)

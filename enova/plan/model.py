@@ -37,6 +37,7 @@ class ReplicaState(str, Enum):
     READY = "ready"        # process alive and passed its health check once
     STOPPING = "stopping"  # being drained/stopped by enova
     EXITED = "exited"      # the process is gone (or the pid now belongs to another process)
+    FAILED = "failed"      # alive, but failing health checks for longer than allowed: to be replaced
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,13 @@ class ObservedReplica:
 
     @property
     def alive(self) -> bool:
+        """The process runs (it may still be FAILED)."""
         return self.state is not ReplicaState.EXITED
+
+    @property
+    def serving(self) -> bool:
+        """Counts toward the desired replicas: alive and not given up on."""
+        return self.state not in (ReplicaState.EXITED, ReplicaState.FAILED)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,440 @@
+"""The long-running controller behind `enova reconcile`: level-triggered passes per deployment.
+
+A file event or a timer tick only marks subjects (deployments, and the gateway) as *due*;
+each pass re-reads the specs and the world, plans for that one subject, applies, and records
+the outcome as status and events. Passes for one subject never overlap; passes for different
+subjects run in parallel workers; one subject's failure never stops the others.
+
+Errors are retried by kind: a spec error stalls (the last good specs keep being enforced); a
+permanent error stalls that subject until its spec changes or the controller is reloaded
+(SIGHUP); a replica that crashes at start, or keeps exiting, backs off exponentially with
+jitter (CrashLoopBackOff); anything temporary backs off the same way. Time comes from an
+injected clock; the pure pieces (`backoff_delay`, `health_verdicts`) are tested with fake ones.
+Called by the CLI (`enova reconcile`), which wires the real drivers and the signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from enova.apply.executor import Applier
+from enova.apply.local import ReplicaStartError
+from enova.errors import EnovaError, PermanentError, SpecError
+from enova.observe.lock import StateLock
+from enova.observe.state import StateStore, write_json
+from enova.observe.world import observe_details, observe_gateway
+from enova.plan.desired import desired_gateway, desired_state
+from enova.plan.diff import compute_plan
+from enova.plan.model import GATEWAY, Action, ObservedDeployment, ObservedReplica, Plan, ReplicaState
+from enova.settings import Settings
+from enova.spec.loader import SpecSet, load_specs
+
+from .events import EventLog
+from .gitsource import committed_snapshot, git_info, pull_fast_forward
+from .notify import Notifier
+
+Progress = Callable[[str], None]
+
+READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+REASONS = {Action.CREATE: "Created", Action.SCALE: "Scaled", Action.REPLACE: "Replaced", Action.DELETE: "Deleted"}
+
+
+def backoff_delay(failures: int, base: float = 2.0, cap: float = 300.0,
+                  rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter: base * 2^(failures-1), capped, times 1..1.5 (full
+    determinism with a fixed rng). failures >= 1."""
+    return min(cap, base * 2 ** max(0, failures - 1)) * (1 + 0.5 * rng())
+
+
+def health_verdicts(replicas: tuple[ObservedReplica, ...], unhealthy_since: dict[str, float], now: float,
+                    threshold: float) -> tuple[ObservedReplica, ...]:
+    """Mark ready replicas that have failed /health for longer than `threshold` seconds as FAILED
+    (so the planner replaces them). Updates `unhealthy_since` (replica id -> first failure)."""
+    out = []
+    for r in replicas:
+        if r.state is ReplicaState.READY and r.healthy is False:
+            since = unhealthy_since.setdefault(r.id, now)
+            if now - since >= threshold:
+                r = replace(r, state=ReplicaState.FAILED, detail=f"failing /health for {now - since:.0f} s")
+        else:
+            unhealthy_since.pop(r.id, None)
+        out.append(r)
+    return tuple(out)
+
+
+@dataclass
+class SubjectStatus:
+    """The controller's status of one deployment (or the gateway), as `enova status` shows it."""
+
+    condition: str = RECONCILING
+    reason: str = "Pending"
+    message: str = "not reconciled yet"
+    last_applied: str | None = None
+    last_attempted: str | None = None
+    last_pass: float | None = None
+    failures: int = 0
+    next_attempt: float | None = None
+    restarts: list[float] = field(default_factory=list)  # when exited replicas were restarted
+    stalled_hash: str | None = None  # a permanent error holds until the desired hash changes
+
+
+class Reconciler:
+    def __init__(self, specs_path: Path, settings: Settings, *, stop: threading.Event,
+                 interval: float = 30.0, unhealthy_after: float = 60.0, prune: bool = False,
+                 workers: int = 4, git_pull: str | None = None, committed_only: bool = False,
+                 notifier: Notifier | None = None, progress: Progress = lambda m: None,
+                 clock: Callable[[], float] = time.time, crashloop_window: float = 600.0):
+        self.specs_path = Path(specs_path)
+        self.settings = settings
+        self.stop = stop
+        self.interval = interval
+        self.unhealthy_after = unhealthy_after
+        self.prune = prune
+        self.git_pull = git_pull
+        self.committed_only = committed_only
+        self.notifier = notifier or Notifier({})
+        self.progress = progress
+        self.clock = clock
+        self.crashloop_window = crashloop_window
+        self.store = StateStore(settings.state_dir)
+        self.events = EventLog(settings.state_dir / "events.jsonl", clock=clock)
+        self.status_path = settings.state_dir / "reconciler" / "status.json"
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enova-pass")
+        self.wake = threading.Event()
+        self.reload_requested = threading.Event()
+        self.lock = threading.Lock()      # guards the fields below
+        self.specs: SpecSet | None = None  # the last good specs
+        self.spec_error: str | None = None
+        self.git: dict | None = None
+        self.due: set[str] = set()
+        self.running: set[str] = set()
+        self.statuses: dict[str, SubjectStatus] = {}
+        self.unhealthy_since: dict[str, float] = {}
+        self.first_pass_done = False
+        self.started_at = clock()
+
+    # ---- entry ---------------------------------------------------------------------------
+    def run(self) -> int:
+        """Block until `stop` is set. Holds the state lock throughout. Returns the exit code."""
+        with StateLock(self.settings.state_dir, "enova reconcile"):
+            self.events.record("Normal", "Started", "reconciler",
+                               f"watching {self.specs_path} (interval {self.interval:g} s, pid {os.getpid()})")
+            watcher = threading.Thread(target=self._watch, name="enova-watch", daemon=True)
+            watcher.start()
+            self._load_specs("start")
+            self._mark_all_due()
+            next_tick = time.monotonic() + self.interval
+            next_dog = 0.0
+            try:
+                while not self.stop.is_set():
+                    now_mono = time.monotonic()
+                    if self.reload_requested.is_set():
+                        self.reload_requested.clear()
+                        self._reload()
+                    if now_mono >= next_tick:
+                        next_tick = now_mono + self.interval
+                        if self.git_pull:
+                            self._pull()
+                        self._load_specs("timer")
+                        self._mark_all_due()
+                    self._dispatch()
+                    dog = self.notifier.watchdog_interval
+                    if dog and now_mono >= next_dog:
+                        self.notifier.watchdog()
+                        next_dog = now_mono + dog
+                    timeout = min(next_tick - time.monotonic(), self._next_attempt_in(), dog or 3600)
+                    self.wake.wait(max(0.01, timeout))
+                    self.wake.clear()
+            finally:
+                self.notifier.stopping()
+                self.events.record("Normal", "Stopping", "reconciler", "stopping; replicas keep serving")
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self._write_status()
+        return 0
+
+    def request_reload(self) -> None:
+        """From a signal handler: re-read specs and settings, clear stalls and backoffs."""
+        self.reload_requested.set()
+        self.wake.set()
+
+    # ---- triggers --------------------------------------------------------------------------
+    def _watch(self) -> None:
+        import watchfiles
+        target = self.specs_path if self.specs_path.exists() else self.specs_path.parent
+        try:
+            for changes in watchfiles.watch(target, stop_event=self.stop, debounce=300, step=20,
+                                            rust_timeout=1000, yield_on_timeout=False, raise_interrupt=False):
+                names = sorted({Path(p).name for _, p in changes})[:5]
+                self.progress(f"specs changed: {', '.join(names)}")
+                self._load_specs("file change")
+                self._mark_all_due()
+        except Exception as exc:  # the timer still drives passes; say why watching stopped
+            self.events.record("Warning", "WatchFailed", "specs", f"file watching stopped: {exc}")
+
+    def _mark_all_due(self) -> None:
+        with self.lock:
+            names = set(self.specs.deployments) if self.specs else set()
+            names |= set(self.store.deployment_names())
+            self.due |= names | {GATEWAY}
+        self.wake.set()
+
+    def _next_attempt_in(self) -> float:
+        with self.lock:
+            waits = [s.next_attempt - self.clock() for n, s in self.statuses.items()
+                     if n in self.due and s.next_attempt is not None]
+        return max(0.05, min(waits)) if waits else 3600.0
+
+    # ---- specs -----------------------------------------------------------------------------
+    def _load_specs(self, why: str) -> None:
+        try:
+            if self.committed_only:
+                with committed_snapshot(self.specs_path) as snap:
+                    try:
+                        specs = load_specs(snap.path)
+                    except SpecError as exc:
+                        raise _Rewritten(snap.rewrite(str(exc))) from exc
+            else:
+                specs = load_specs(self.specs_path)
+        except (SpecError, _Rewritten, PermanentError) as exc:
+            message = str(exc)
+            with self.lock:
+                changed = message != self.spec_error
+                self.spec_error = message
+            if changed:
+                self.progress(f"specs invalid ({why}); the last good specs stay enforced:\n{message}")
+                self.events.record("Warning", "SpecInvalid", "specs", message, self._revision())
+            self._refresh_git()
+            return
+        with self.lock:
+            was_invalid = self.spec_error is not None
+            self.spec_error = None
+            self.specs = specs
+        if was_invalid:
+            self.events.record("Normal", "SpecValid", "specs", "the specs are valid again", self._revision())
+        self._refresh_git()
+
+    def _refresh_git(self) -> None:
+        try:
+            info = git_info(self.specs_path)
+        except EnovaError as exc:  # git timed out or refused the repository: say so, keep going
+            with self.lock:
+                self.git = {"error": str(exc)}
+            return
+        with self.lock:
+            self.git = None if info is None else {"revision": info.revision, "branch": info.branch,
+                                                  "dirty": info.dirty, "short": info.short()}
+
+    def _revision(self) -> str:
+        with self.lock:
+            return (self.git or {}).get("short", "")
+
+    def _pull(self) -> None:
+        try:
+            result = pull_fast_forward(self.specs_path, self.git_pull)
+            if result.changed:
+                self.events.record("Normal", "Pulled", "specs", f"{result.before[:7]} -> {result.after[:7]}")
+        except EnovaError as exc:
+            self.events.record("Warning", "PullFailed", "specs", str(exc), self._revision())
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        with self.lock:
+            for status in self.statuses.values():
+                status.failures, status.next_attempt, status.stalled_hash = 0, None, None
+        self.events.record("Normal", "Reloaded", "reconciler", "SIGHUP: specs re-read, stalls and backoffs cleared")
+        self._load_specs("reload")
+        self._mark_all_due()
+        self.first_pass_done = False  # READY=1 again after this pass
+
+    # ---- passes ----------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        now = self.clock()
+        with self.lock:
+            ready = sorted(n for n in self.due - self.running
+                           if (self.statuses.get(n) is None or self.statuses[n].next_attempt is None
+                               or self.statuses[n].next_attempt <= now))
+            if GATEWAY in ready:  # the gateway first, so it is up before the replicas it serves
+                ready = [GATEWAY] + [n for n in ready if n != GATEWAY]
+            for name in ready:
+                self.due.discard(name)
+                self.running.add(name)
+        for name in ready:
+            self.pool.submit(self._pass_guarded, name)
+        with self.lock:
+            idle = not self.due and not self.running
+        if idle and not self.first_pass_done:
+            self.first_pass_done = True
+            self._write_status()
+            self.notifier.ready(self._summary())
+
+    def _pass_guarded(self, name: str) -> None:
+        try:
+            self.reconcile_once(name)
+        except Exception as exc:  # a bug in one pass must not kill the loop
+            self._set(name, condition=RECONCILING, reason="Error", message=f"{type(exc).__name__}: {exc}")
+            self._fail(name, exc)
+            self.events.record("Warning", "PassFailed", _subject(name), f"{type(exc).__name__}: {exc}")
+        finally:
+            with self.lock:
+                self.running.discard(name)
+            self._write_status()
+            self.notifier.status(self._summary())
+            self.wake.set()
+
+    def reconcile_once(self, name: str) -> None:
+        """One level-triggered pass for one subject: re-read the world, plan, apply, record."""
+        with self.lock:
+            specs, spec_error = self.specs, self.spec_error
+        if specs is None:
+            self._set(name, condition=STALLED, reason="SpecInvalid", message=spec_error or "no valid specs yet")
+            return
+        plan = self._plan_for(name, specs)
+        change = plan.changes[0] if plan.changes else None
+        desired_hash = change.config_after if change else None
+        if change is None and name != GATEWAY:
+            with self.lock:  # neither wanted nor running: nothing left to report
+                self.statuses.pop(name, None)
+            return
+        status = self.statuses.setdefault(name, SubjectStatus())
+        if status.stalled_hash is not None and status.stalled_hash == desired_hash and change is not None \
+                and change.action is not Action.NOOP:
+            return  # stalled by a permanent error until the spec changes (or SIGHUP)
+        status.stalled_hash = None
+        deferred = status.next_attempt is not None  # the dispatcher only runs it once that time came
+        status.next_attempt = None
+        if change is None or not plan.has_changes:
+            self._set(name, condition=STALLED if spec_error else READY,
+                      reason="SpecInvalid" if spec_error else "InSync",
+                      message=spec_error or (change.reason if change else "nothing to do"),
+                      last_applied=desired_hash or status.last_applied, failures=0, next_attempt=None)
+            return
+        if change.forget and not deferred:
+            now = self.clock()
+            status.restarts = [t for t in status.restarts if now - t < self.crashloop_window] + [now]
+            if len(status.restarts) >= 3:  # keeps exiting: restart it, but not in a tight loop
+                delay = backoff_delay(len(status.restarts) - 2)
+                status.next_attempt = now + delay
+                self._set(name, condition=RECONCILING, reason="CrashLoopBackOff",
+                          message=f"replicas exited {len(status.restarts)} times in the last "
+                                  f"{self.crashloop_window:.0f} s; next restart in {delay:.0f} s")
+                self.events.record("Warning", "CrashLoopBackOff", _subject(name), status.message, self._revision())
+                with self.lock:
+                    self.due.add(name)
+                return
+        self._set(name, condition=RECONCILING, reason="Progressing", message=change.reason,
+                  last_attempted=desired_hash)
+        self.events.record("Normal", REASONS.get(change.action, "Synced"), _subject(name), change.reason,
+                           self._revision())
+        applier = Applier(store=self.store, settings=self.settings, specs=specs, progress=self.progress,
+                          stop=self.stop, clock=self.clock)
+        began = time.monotonic()
+        try:
+            applier.preflight(plan)
+            result = applier.apply(plan)
+        except EnovaError as exc:
+            self._fail(name, exc, desired_hash)
+            return
+        if result.failed:
+            failure = result.failed[0]
+            self._fail(name, failure.error or EnovaError(failure.message), desired_hash)
+            return
+        self._set(name, condition=STALLED if spec_error else READY,
+                  reason="SpecInvalid" if spec_error else "Reconciled",
+                  message=spec_error or change.reason, last_applied=desired_hash, failures=0)
+        self.events.record("Normal", "Reconciled", _subject(name),
+                           f"{REASONS.get(change.action, 'Synced').lower()} in {time.monotonic() - began:.1f} s",
+                           self._revision())
+
+    def _plan_for(self, name: str, specs: SpecSet) -> Plan:
+        desired = desired_state(specs)
+        if name == GATEWAY:
+            details = observe_details(self.store)
+            observed = {n: ObservedDeployment(n, tuple(d.observed for d in ds)) for n, ds in details.items()}
+            full = compute_plan(desired, observed, prune=self.prune, gateway=desired_gateway(specs),
+                                observed_gateway=observe_gateway(self.store))
+            change = full.gateway_change
+            return Plan(changes=(change,) if change else (), prune=self.prune, desired={}, gateway=full.gateway)
+        details = observe_details(self.store, probe_health=True, names=[name])
+        observed = {}
+        if name in details:
+            replicas = tuple(d.observed for d in details[name])
+            observed[name] = ObservedDeployment(name, health_verdicts(
+                replicas, self.unhealthy_since, self.clock(), self.unhealthy_after))
+        wanted = {name: desired[name]} if name in desired else {}
+        return compute_plan(wanted, observed, prune=self.prune)
+
+    def _fail(self, name: str, exc: BaseException, desired_hash: str | None = None) -> None:
+        status = self.statuses.setdefault(name, SubjectStatus())
+        if isinstance(exc, PermanentError) and not isinstance(exc, ReplicaStartError):
+            status.stalled_hash = desired_hash
+            self._set(name, condition=STALLED, reason="ApplyFailed",
+                      message=f"{exc} (retried when the spec changes, or on reload)")
+            self.events.record("Warning", "Stalled", _subject(name), str(exc), self._revision())
+            return
+        status.failures += 1
+        delay = backoff_delay(status.failures)
+        status.next_attempt = self.clock() + delay
+        crash = isinstance(exc, ReplicaStartError)
+        reason = "CrashLoopBackOff" if crash and status.failures >= 2 else ("StartFailed" if crash else "Retrying")
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._set(name, condition=RECONCILING, reason=reason,
+                  message=f"{first_line}; attempt {status.failures}, next in {delay:.0f} s")
+        self.events.record("Warning", reason, _subject(name), f"{exc}; next attempt in {delay:.1f} s",
+                           self._revision())
+        with self.lock:
+            self.due.add(name)
+
+    # ---- status ----------------------------------------------------------------------------
+    def _set(self, name: str, **fields) -> None:
+        with self.lock:
+            status = self.statuses.setdefault(name, SubjectStatus())
+            for key, value in fields.items():
+                setattr(status, key, value)
+            status.last_pass = self.clock()
+
+    def _summary(self) -> str:
+        with self.lock:
+            conditions = [s.condition for n, s in self.statuses.items() if n != GATEWAY]
+            rev = (self.git or {}).get("short", "")
+        counts = ", ".join(f"{conditions.count(c)} {c}" for c in (READY, RECONCILING, STALLED) if conditions.count(c))
+        return f"{len(conditions)} deployments: {counts or 'none'}" + (f"; specs {rev}" if rev else "")
+
+    def _write_status(self) -> None:
+        with self.lock:
+            data = {
+                "pid": os.getpid(), "started_at": self.started_at, "written_at": self.clock(),
+                "specs": str(self.specs_path), "interval": self.interval, "git": self.git,
+                "spec_error": self.spec_error, "first_pass_done": self.first_pass_done,
+                "subjects": {n: {k: v for k, v in asdict(s).items() if k not in ("restarts", "stalled_hash")}
+                             | {"stalled": s.stalled_hash is not None}
+                             for n, s in sorted(self.statuses.items())},
+            }
+        write_json(self.status_path, data)
+
+
+class _Rewritten(Exception):
+    """A SpecError from a committed snapshot, its paths rewritten to the user's files."""
+
+
+def _subject(name: str) -> str:
+    return GATEWAY if name == GATEWAY else f"deployment/{name}"
+
+
+def read_status(state_dir: Path) -> dict | None:
+    """The last status the reconciler wrote, with `alive` telling whether it still runs."""
+    path = Path(state_dir) / "reconciler" / "status.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    import psutil
+    data["alive"] = psutil.pid_exists(data.get("pid", -1))
+    return data
