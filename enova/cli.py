@@ -344,10 +344,16 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
     from enova.plan.status import deployment_statuses
     from enova.reconcile.controller import read_status
     controller = read_status(_state.settings.state_dir)
-    if specs is None and controller and controller.get("alive"):
+    implicit = specs is None and bool(controller and controller.get("alive"))
+    if implicit:
         specs = Path(controller["specs"])  # compare with what the running reconciler enforces
     try:
-        spec_set = _load(specs) if specs is not None else None
+        try:
+            spec_set = _load(specs) if specs is not None else None
+        except EnovaError:
+            if not implicit:
+                raise
+            spec_set = None  # the reconciler reports the spec error itself (shown below)
         store = StateStore(_state.settings.state_dir)
         details = observe_details(store, probe_health=True)
         observed = {n: ObservedDeployment(n, tuple(d.observed for d in ds)) for n, ds in details.items()}
@@ -420,7 +426,8 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
         sub = subjects.get(s.name)
         if sub:
             print(f"  reconciler: {sub['condition']} ({sub['reason']}: {sub['message']}); "
-                  f"applied {sub['last_applied'] or '-'}, attempted {sub['last_attempted'] or '-'}")
+                  f"applied {sub['last_applied'] or '-'}" + (f" at {sub['revision']}" if sub.get('revision') else "")
+                  + f", attempted {sub['last_attempted'] or '-'}")
         rows = replica_rows(s.name)
         if rows:
             print(f"  {'REPLICA':<22} {'PID':>7} {'PORT':>6} {'HEALTH':<10} {'UPTIME':>8} {'CONFIG':<13} WHERE")

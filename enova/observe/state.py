@@ -150,6 +150,9 @@ class StateStore:
             return []
         return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+    def has_deployment(self, name: str) -> bool:
+        return self._dep_dir(name).is_dir()
+
     def read_deployment(self, name: str) -> DeploymentRecord | None:
         path = self._dep_dir(name) / "deployment.json"
         return DeploymentRecord.from_dict(_read_json(path)) if path.exists() else None

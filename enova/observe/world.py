@@ -51,7 +51,7 @@ def observe(store: StateStore, *, probe_health: bool = False,
 def observe_details(store: StateStore, *, probe_health: bool = False, probe_timeout: float = 2.0,
                     names: list[str] | None = None) -> dict[str, list[ObservedReplicaDetail]]:
     """Records joined with liveness (and health) for `names` (default: every deployment)."""
-    wanted = store.deployment_names() if names is None else [n for n in names if n in store.deployment_names()]
+    wanted = store.deployment_names() if names is None else [n for n in names if store.has_deployment(n)]
     records = {name: store.replicas(name) for name in wanted}
     health: dict[tuple[str, int], bool] = {}
     if probe_health:

@@ -79,6 +79,7 @@ class SubjectStatus:
     message: str = "not reconciled yet"
     last_applied: str | None = None
     last_attempted: str | None = None
+    revision: str = ""               # git revision of the specs when last applied
     last_pass: float | None = None
     failures: int = 0
     next_attempt: float | None = None
@@ -112,6 +113,8 @@ class Reconciler:
         self.reload_requested = threading.Event()
         self.lock = threading.Lock()      # guards the fields below
         self.specs: SpecSet | None = None  # the last good specs
+        self.desired: dict = {}            # desired_state(self.specs), computed once per load
+        self.status_dirty = threading.Event()
         self.spec_error: str | None = None
         self.git: dict | None = None
         self.due: set[str] = set()
@@ -119,6 +122,7 @@ class Reconciler:
         self.statuses: dict[str, SubjectStatus] = {}
         self.unhealthy_since: dict[str, float] = {}
         self.first_pass_done = False
+        self.sweep: set[str] | None = None  # subjects still owed their first pass (READY=1 after)
         self.started_at = clock()
 
     # ---- entry ---------------------------------------------------------------------------
@@ -146,11 +150,13 @@ class Reconciler:
                         self._load_specs("timer")
                         self._mark_all_due()
                     self._dispatch()
+                    self._flush_status()
                     dog = self.notifier.watchdog_interval
                     if dog and now_mono >= next_dog:
                         self.notifier.watchdog()
                         next_dog = now_mono + dog
-                    timeout = min(next_tick - time.monotonic(), self._next_attempt_in(), dog or 3600)
+                    timeout = min(next_tick - time.monotonic(), self._next_attempt_in(), dog or 3600,
+                                  self._flush_in())
                     self.wake.wait(max(0.01, timeout))
                     self.wake.clear()
             finally:
@@ -184,6 +190,8 @@ class Reconciler:
             names = set(self.specs.deployments) if self.specs else set()
             names |= set(self.store.deployment_names())
             self.due |= names | {GATEWAY}
+            if not self.first_pass_done and self.sweep is None:
+                self.sweep = names | {GATEWAY}
         self.wake.set()
 
     def _next_attempt_in(self) -> float:
@@ -213,10 +221,11 @@ class Reconciler:
                 self.events.record("Warning", "SpecInvalid", "specs", message, self._revision())
             self._refresh_git()
             return
+        desired = desired_state(specs)
         with self.lock:
             was_invalid = self.spec_error is not None
             self.spec_error = None
-            self.specs = specs
+            self.specs, self.desired = specs, desired
         if was_invalid:
             self.events.record("Normal", "SpecValid", "specs", "the specs are valid again", self._revision())
         self._refresh_git()
@@ -250,9 +259,10 @@ class Reconciler:
             for status in self.statuses.values():
                 status.failures, status.next_attempt, status.stalled_hash = 0, None, None
         self.events.record("Normal", "Reloaded", "reconciler", "SIGHUP: specs re-read, stalls and backoffs cleared")
+        self.first_pass_done = False  # READY=1 again after this sweep
+        self.sweep = None
         self._load_specs("reload")
         self._mark_all_due()
-        self.first_pass_done = False  # READY=1 again after this pass
 
     # ---- passes ----------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -269,9 +279,10 @@ class Reconciler:
         for name in ready:
             self.pool.submit(self._pass_guarded, name)
         with self.lock:
-            idle = not self.due and not self.running
-        if idle and not self.first_pass_done:
+            swept = self.sweep is not None and not self.sweep
+        if swept and not self.first_pass_done:
             self.first_pass_done = True
+            self.sweep = None
             self._write_status()
             self.notifier.ready(self._summary())
 
@@ -285,18 +296,19 @@ class Reconciler:
         finally:
             with self.lock:
                 self.running.discard(name)
-            self._write_status()
-            self.notifier.status(self._summary())
+                if self.sweep is not None:
+                    self.sweep.discard(name)
+            self.status_dirty.set()  # written by the main loop, at most a few times a second
             self.wake.set()
 
     def reconcile_once(self, name: str) -> None:
         """One level-triggered pass for one subject: re-read the world, plan, apply, record."""
         with self.lock:
-            specs, spec_error = self.specs, self.spec_error
+            specs, spec_error, desired = self.specs, self.spec_error, self.desired
         if specs is None:
             self._set(name, condition=STALLED, reason="SpecInvalid", message=spec_error or "no valid specs yet")
             return
-        plan = self._plan_for(name, specs)
+        plan = self._plan_for(name, specs, desired)
         change = plan.changes[0] if plan.changes else None
         desired_hash = change.config_after if change else None
         if change is None and name != GATEWAY:
@@ -314,7 +326,8 @@ class Reconciler:
             self._set(name, condition=STALLED if spec_error else READY,
                       reason="SpecInvalid" if spec_error else "InSync",
                       message=spec_error or (change.reason if change else "nothing to do"),
-                      last_applied=desired_hash or status.last_applied, failures=0, next_attempt=None)
+                      last_applied=desired_hash or status.last_applied, failures=0, next_attempt=None,
+                      revision=status.revision or self._revision())
             return
         if change.forget and not deferred:
             now = self.clock()
@@ -348,13 +361,13 @@ class Reconciler:
             return
         self._set(name, condition=STALLED if spec_error else READY,
                   reason="SpecInvalid" if spec_error else "Reconciled",
-                  message=spec_error or change.reason, last_applied=desired_hash, failures=0)
+                  message=spec_error or change.reason, last_applied=desired_hash, failures=0,
+                  revision=self._revision())
         self.events.record("Normal", "Reconciled", _subject(name),
                            f"{REASONS.get(change.action, 'Synced').lower()} in {time.monotonic() - began:.1f} s",
                            self._revision())
 
-    def _plan_for(self, name: str, specs: SpecSet) -> Plan:
-        desired = desired_state(specs)
+    def _plan_for(self, name: str, specs: SpecSet, desired: dict) -> Plan:
         if name == GATEWAY:
             details = observe_details(self.store)
             observed = {n: ObservedDeployment(n, tuple(d.observed for d in ds)) for n, ds in details.items()}
@@ -393,6 +406,20 @@ class Reconciler:
             self.due.add(name)
 
     # ---- status ----------------------------------------------------------------------------
+    def _flush_status(self, min_gap: float = 0.25) -> None:
+        """Write status.json and send STATUS= when passes finished, at most every `min_gap` s."""
+        now = time.monotonic()
+        if self.status_dirty.is_set() and now - getattr(self, "_last_flush", 0.0) >= min_gap:
+            self.status_dirty.clear()
+            self._last_flush = now
+            self._write_status()
+            self.notifier.status(self._summary())
+
+    def _flush_in(self, min_gap: float = 0.25) -> float:
+        if not self.status_dirty.is_set():
+            return 3600.0
+        return max(0.0, min_gap - (time.monotonic() - getattr(self, "_last_flush", 0.0)))
+
     def _set(self, name: str, **fields) -> None:
         with self.lock:
             status = self.statuses.setdefault(name, SubjectStatus())
