@@ -3,8 +3,8 @@
 20 deployments in sync (records pointing at real live processes; the gateway disabled) are
 watched by `enova reconcile specs/` at the default 30 s interval. Measures
   write -> first action: a spec file is rewritten (replicas 1 -> 2 of a deployment whose model
-      is a missing folder, so the action fails fast in preflight and no engine starts); the time
-      until the reconciler records its `Scaled` event. Several trials, median and max.
+      is changed to a missing folder, so the action fails fast in preflight and no engine
+      starts); the time until the reconciler records its first action event (here `Replaced`). Several trials, median and max.
   idle CPU: user+system CPU of the reconciler process over --idle seconds, as % of one core,
       against a baseline of the same measurement on an idle `python -c "sleep"` process.
 
@@ -98,7 +98,8 @@ def main() -> None:
                 target.write_text(SPEC.format(name="d00", model="./missing-model", replicas=2))
                 while True:
                     lines = events.read_text().splitlines()[seen:]
-                    hits = [json.loads(x) for x in lines if '"Scaled"' in x]
+                    hits = [e for e in map(json.loads, lines)
+                            if e["reason"] in ("Created", "Scaled", "Replaced", "Deleted")]
                     if hits:
                         reactions.append(hits[0]["time"] - written)
                         break
