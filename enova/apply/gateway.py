@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from enova.errors import PermanentError, TemporaryError
+from enova.errors import EnovaError, PermanentError, TemporaryError
+from enova.gateway.config import load_token
 from enova.observe.processes import check_process, process_start_time
 from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore
 
@@ -39,18 +40,10 @@ def gateway_url(config: dict) -> str:
 
 
 def read_token(config: dict) -> str | None:
-    """The bearer token from the gateway's token file, if it has one. Raises PermanentError
-    if the file is missing, unreadable or empty."""
+    """The bearer token from the gateway's token file, if it has one (read as the gateway reads
+    it). Raises UsageError naming the file if it is missing, unreadable or empty."""
     path = config.get("token_file")
-    if not path:
-        return None
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise PermanentError(f"gateway token_file {path}: {exc.strerror or exc}") from exc
-    if not token:
-        raise PermanentError(f"gateway token_file {path} is empty")
-    return token
+    return load_token(path) if path else None
 
 
 def gateway_argv(state_dir: Path, config: dict) -> list[str]:
@@ -149,7 +142,7 @@ class Drainer:
         from enova.gateway.admin import DrainOutcome, wait_drained
         try:
             token = read_token(gateway.config)
-        except PermanentError:
+        except EnovaError:
             token = None
         outcome = wait_drained(gateway_url(gateway.config), record.id, timeout, token=token)
         if outcome is DrainOutcome.TIMED_OUT:
