@@ -291,6 +291,8 @@ def _message(kind_tag: str, detail: Any, path: KeyPath, value: Any) -> tuple[str
     """A short message for one pydantic error, and a did-you-mean hint (or "")."""
     ctx = detail.get("ctx") or {}
     if kind_tag in _TYPE_MESSAGES:
+        if kind_tag == "string_type" and (isinstance(value, bool) or value is None):
+            return _TYPE_MESSAGES[kind_tag], "; YAML reads yes/no/on/off/true/false/null unquoted as that value: quote it"
         return _TYPE_MESSAGES[kind_tag], ""
     if kind_tag in _BOUNDS:
         bound = next(iter(ctx.values()))

@@ -83,6 +83,10 @@ TABLE = {
         " or a local folder (./path, /path or ~/path) (got 'smollm2')",
         "bad_version_and_runtime.yaml:7 spec.runtime: the docker runtime is not available yet; use 'local' (got 'docker')",
     ],
+    "unquoted_boolean_name.yaml": [
+        "unquoted_boolean_name.yaml:3 metadata.name: must be a string (got False); YAML reads"
+        " yes/no/on/off/true/false/null unquoted as that value: quote it",
+    ],
     "two_defaults.yaml": [
         'two_defaults.yaml:14 spec.serving.default: only one deployment may be the default; "a" at'
         " two_defaults.yaml:3 is too",
