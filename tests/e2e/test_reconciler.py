@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -103,10 +104,18 @@ def test_the_reconciler_converges_heals_backs_off_survives_bad_edits_and_restart
 
         # a replica that crashes at start every time: CrashLoopBackOff with growing delays
         wait_for(lambda: len(events(cli, "CrashLoopBackOff", "deployment/crashy")) >= 2, 150, "a crash loop")
-        attempts = [e["time"] for e in events(cli, subject="deployment/crashy")
-                    if e["reason"] in ("StartFailed", "CrashLoopBackOff")]
-        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
-        assert len(gaps) >= 2 and gaps[-1] > gaps[0], f"delays must grow: {gaps}"
+        # the delays the policy chose grow (2-3 s, 4-6 s, 8-12 s: jitter ranges never overlap), and
+        # no retry starts before its delay has passed (the crash itself takes a variable ~10 s,
+        # so the gaps between failures are not what to compare)
+        history = events(cli, subject="deployment/crashy")
+        failures = [e for e in history if e["reason"] in ("StartFailed", "CrashLoopBackOff")]
+        delays = [float(re.search(r"next (?:attempt|restart) in ([\d.]+) s", e["message"]).group(1)) for e in failures]
+        assert len(delays) >= 2 and all(b > a for a, b in zip(delays, delays[1:])), f"delays must grow: {delays}"
+        starts = [e["time"] for e in history if e["reason"] in ("Created", "Scaled")]
+        for failure, delay in zip(failures, delays):
+            retries = [t for t in starts if t > failure["time"]]
+            if retries:
+                assert retries[0] - failure["time"] >= delay - 0.5, (failure, delay, retries[0])
         assert reconciler_subject(cli, "crashy")["reason"] == "CrashLoopBackOff"
         (specs / "crashy.yaml").unlink()
 
