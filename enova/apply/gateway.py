@@ -56,18 +56,10 @@ def gateway_argv(state_dir: Path, config: dict) -> list[str]:
     return argv
 
 
-def start_gateway(store: StateStore, config: dict, config_hash: str, *, timeout: float = 20.0,
-                  clock: Callable[[], float] = time.time) -> GatewayRecord:
-    """Start the gateway process, record it, and wait until it answers HTTP. Blocks up to
-    `timeout`. Raises PermanentError if its port is taken, TemporaryError if it does not come up."""
-    record = spawn_gateway(store, config, config_hash, clock=clock)
-    wait_gateway(store, record, timeout)
-    return record
-
-
 def spawn_gateway(store: StateStore, config: dict, config_hash: str, *,
                   clock: Callable[[], float] = time.time) -> GatewayRecord:
-    """Start the gateway process and record it; returns at once (see wait_gateway).
+    """Start the gateway process and record it; returns at once: apply starts the replicas, then
+    calls wait_gateway, so the two start-ups overlap.
     Raises PermanentError if its port is taken or its token file is unusable."""
     read_token(config)  # a bad token file is an error before anything starts
     bind_host = config["host"] if config["host"] not in ("", "::") else "0.0.0.0"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore
+from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore, record_from_dict
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,14 @@ def read_snapshot(store: StateStore, previous: Snapshot | None = None, default_l
         dep_path = store.root / "deployments" / name / "deployment.json"
         if dep_path.exists():
             try:
-                record = DeploymentRecord.from_dict(_load(dep_path))
+                record = record_from_dict(DeploymentRecord, _load(dep_path))
                 serving = record.serving if isinstance(record.serving, dict) else {}
             except (OSError, ValueError, TypeError) as exc:
                 problems.append(f"{dep_path}: skipped ({exc}); serving defaults used")
         replicas: list[ReplicaView] = []
         for path in sorted(store.replica_path(name, "x").parent.glob("*.json")):
             try:
-                rec = ReplicaRecord.from_dict(_load(path))
+                rec = record_from_dict(ReplicaRecord, _load(path))
                 replicas.append(ReplicaView(
                     id=rec.id, deployment=name, host=rec.host, port=int(rec.port), state=rec.state,
                     limit=replica_limit(serving, rec.config, default_limit)))

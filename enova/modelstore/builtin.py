@@ -59,11 +59,6 @@ def builtin_dir(name: str, cache_dir: Path) -> Path:
     return Path(cache_dir) / "models" / f"{model.name}-{model.sha256[:12]}"
 
 
-def is_ready(name: str, cache_dir: Path) -> bool:
-    """True when the converted folder of `name` is complete. Cheap; never blocks."""
-    return (builtin_dir(name, cache_dir) / COMPLETE_MARKER).is_file()
-
-
 def ensure_builtin(
     name: str,
     *,

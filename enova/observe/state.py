@@ -21,9 +21,18 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from enova.errors import PermanentError
+
+
+T = TypeVar("T")
+
+
+def record_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """A record from its JSON, ignoring fields a newer or older enova wrote."""
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -45,10 +54,6 @@ class ReplicaRecord:
     gpus: list[str] = field(default_factory=list)  # GPU UUIDs
     model_path: str = ""
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ReplicaRecord":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -63,10 +68,6 @@ class DeploymentRecord:
     # "drain_timeout": float}. Written by apply from the spec; read by the gateway.
     serving: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DeploymentRecord":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -79,10 +80,6 @@ class GatewayRecord:
     log: str
     started_at: float = 0.0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GatewayRecord":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -135,7 +132,7 @@ class StateStore:
 
     def read_gateway(self) -> GatewayRecord | None:
         path = self.gateway_path
-        return GatewayRecord.from_dict(_read_json(path)) if path.exists() else None
+        return record_from_dict(GatewayRecord, _read_json(path)) if path.exists() else None
 
     def write_gateway(self, record: GatewayRecord) -> None:
         _write_json(self.gateway_path, asdict(record))
@@ -155,7 +152,7 @@ class StateStore:
 
     def read_deployment(self, name: str) -> DeploymentRecord | None:
         path = self._dep_dir(name) / "deployment.json"
-        return DeploymentRecord.from_dict(_read_json(path)) if path.exists() else None
+        return record_from_dict(DeploymentRecord, _read_json(path)) if path.exists() else None
 
     def write_deployment(self, record: DeploymentRecord) -> None:
         _write_json(self._dep_dir(record.name) / "deployment.json", asdict(record))
@@ -169,7 +166,7 @@ class StateStore:
         base = self._dep_dir(name) / "replicas"
         if not base.is_dir():
             return []
-        return [ReplicaRecord.from_dict(_read_json(p)) for p in sorted(base.glob("*.json"))]
+        return [record_from_dict(ReplicaRecord, _read_json(p)) for p in sorted(base.glob("*.json"))]
 
     def all_replicas(self) -> list[ReplicaRecord]:
         return [r for name in self.deployment_names() for r in self.replicas(name)]

@@ -115,6 +115,7 @@ class Reconciler:
         self.specs: SpecSet | None = None  # the last good specs
         self.desired: dict = {}            # desired_state(self.specs), computed once per load
         self.status_dirty = threading.Event()
+        self._last_flush = 0.0                   # monotonic time status.json was last written
         self.spec_error: str | None = None
         self.git: dict | None = None
         self.due: set[str] = set()
@@ -409,7 +410,7 @@ class Reconciler:
     def _flush_status(self, min_gap: float = 0.25) -> None:
         """Write status.json and send STATUS= when passes finished, at most every `min_gap` s."""
         now = time.monotonic()
-        if self.status_dirty.is_set() and now - getattr(self, "_last_flush", 0.0) >= min_gap:
+        if self.status_dirty.is_set() and now - self._last_flush >= min_gap:
             self.status_dirty.clear()
             self._last_flush = now
             self._write_status()
@@ -418,7 +419,7 @@ class Reconciler:
     def _flush_in(self, min_gap: float = 0.25) -> float:
         if not self.status_dirty.is_set():
             return 3600.0
-        return max(0.0, min_gap - (time.monotonic() - getattr(self, "_last_flush", 0.0)))
+        return max(0.0, min_gap - (time.monotonic() - self._last_flush))
 
     def _set(self, name: str, **fields) -> None:
         with self.lock:
