@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from enova.gateway.config import GatewayConfig
 from enova.gateway.server import Gateway
-from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore
+from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore, record_from_dict
 
 
 @pytest.fixture
@@ -210,8 +210,10 @@ class Harness:
         self.store.write_deployment(DeploymentRecord(name=name, replicas=len(engines), config_hash="c0ffee",
                                                      config=config, applied_at=0.0, serving=serving or {}))
         for e in engines:
-            rec = ReplicaRecord(id=e.name, deployment=name, pid=0, create_time=0.0, host="127.0.0.1", port=e.port,
-                                config_hash="c0ffee", config=config, argv=[], log="", state=state)
+            # through record_from_dict: the endpoint fields only, whatever process fields the record has
+            rec = record_from_dict(ReplicaRecord, {
+                "id": e.name, "deployment": name, "host": "127.0.0.1", "port": e.port, "config_hash": "c0ffee",
+                "config": config, "argv": [], "log": "", "state": state, "pid": 0, "create_time": 0.0})
             self.records[e.name] = rec
             self.store.write_replica(rec)
         return [e.name for e in engines]

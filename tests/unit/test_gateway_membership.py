@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from enova.gateway.membership import DeploymentView, ReplicaView, Snapshot, diff, read_snapshot, replica_limit
-from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore
+from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore, record_from_dict
 
 
 def record(rid: str, dep: str, port: int, state: str = "ready", args: dict | None = None) -> ReplicaRecord:
-    return ReplicaRecord(id=rid, deployment=dep, pid=1, create_time=0.0, host="127.0.0.1", port=port,
-                         config_hash="h", config={"engine": {"args": args or {}}}, argv=[], log="", state=state)
+    return record_from_dict(ReplicaRecord, {
+        "id": rid, "deployment": dep, "host": "127.0.0.1", "port": port, "config_hash": "h",
+        "config": {"engine": {"args": args or {}}}, "argv": [], "log": "", "state": state, "pid": 1, "create_time": 0.0})
 
 
 def store_with(tmp_path: Path) -> StateStore:
