@@ -54,10 +54,14 @@ class Exchange:
     def finish(self, metrics: GatewayMetrics, now: float) -> None:
         self.receive(metrics, self.deployment)
         dep = self.deployment
-        metrics.processed.labels(dep, self.replica, str(self.code)).inc()
+        code = str(self.code)
+        ok = self.succeeded and not self.client_gone and not self.stream_broken
+        metrics.processed.labels(dep, code).inc()
         metrics.duration.labels(dep).observe(now - self.started)
         metrics.response_size.labels(dep).observe(self.response_bytes)
-        if self.succeeded and not self.client_gone and not self.stream_broken:
-            metrics.succeeded.labels(dep, self.replica).inc()
+        if ok:
+            metrics.succeeded.labels(dep).inc()
+        if self.replica != NO_REPLICA:
+            metrics.replica_request(dep, self.replica, code, ok)
         if self.reason is not None:
             metrics.rejections.labels(dep, self.reason).inc()

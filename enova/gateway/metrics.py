@@ -5,7 +5,11 @@ Rates come from counters (requests received, processed and succeeded per second,
 inter-token latency and end-to-end latency are histograms per deployment (replica labels are
 kept off histograms to bound cardinality); prompt and generation tokens come from `usage`.
 Requests in flight and queue depth are read from the live pools at scrape time (a collector),
-so they cost nothing per request and vanish with the replica. Label values never come from
+so they cost nothing per request and vanish with the replica. The request counters are kept
+twice: per deployment (`enova_gateway_requests_processed_total{deployment, code}`, totals that
+outlive every rollout) and per replica (`enova_gateway_replica_requests_*{deployment, replica}`
+and ejections), and a replica's series are removed when it leaves membership (`retain`), so the
+number of series stays bounded however many rollouts the gateway lives through. Label values never come from
 user input: a deployment the gateway does not serve is `unknown`, an API is one of three
 names, a reason is one of `errors.REASONS`. Own registry, so tests and `enova enode run` can
 hold several gateways in one process. Called by `proxy`, `server` and `registry`.
@@ -64,10 +68,16 @@ class GatewayMetrics:
                                 ["deployment", "api"], registry=r)
         self.processed = Counter("enova_gateway_requests_processed",
                                  "Requests answered, by HTTP status (499: the client went away first).",
-                                 ["deployment", "replica", "code"], registry=r)
+                                 ["deployment", "code"], registry=r)
         self.succeeded = Counter("enova_gateway_requests_succeeded",
                                  "Requests answered with 2xx and, for streams, sent to the end.",
-                                 ["deployment", "replica"], registry=r)
+                                 ["deployment"], registry=r)
+        self.replica_processed = Counter("enova_gateway_replica_requests_processed",
+                                         "Requests answered by a replica, by HTTP status (series removed when the "
+                                         "replica leaves).", ["deployment", "replica", "code"], registry=r)
+        self.replica_succeeded = Counter("enova_gateway_replica_requests_succeeded",
+                                         "Requests of a replica answered with 2xx and sent to the end (series "
+                                         "removed when the replica leaves).", ["deployment", "replica"], registry=r)
         self.duration = Histogram("enova_gateway_request_duration_seconds",
                                   "Time per request: from arrival to the last byte sent, every answer.",
                                   ["deployment"], buckets=_LATENCY, registry=r)
@@ -95,6 +105,40 @@ class GatewayMetrics:
                                  "repeated failures.", ["deployment", "replica"], registry=r)
         if live is not None:
             r.register(_Live(live))
+        self._members: frozenset[tuple[str, str]] = frozenset()    # (deployment, replica) in membership
+        self._codes: dict[tuple[str, str], set[str]] = {}          # the code labels each one has used
+
+    # per-replica series: only for members, removed when they leave
+    def retain(self, members: Iterable[tuple[str, str]]) -> None:
+        """The (deployment, replica) pairs now in membership. Every per-replica series of any
+        other replica is removed; later requests finishing on one are counted per deployment only."""
+        self._members = frozenset(members)
+        for key in [k for k in self._codes if k not in self._members]:
+            for code in self._codes.pop(key):
+                self.replica_processed.remove(*key, code)
+            for family in (self.replica_succeeded, self.ejections):
+                try:
+                    family.remove(*key)
+                except KeyError:
+                    pass
+
+    def replica_request(self, deployment: str, replica: str, code: str, succeeded: bool) -> None:
+        key = (deployment, replica)
+        if key not in self._members:
+            return
+        codes = self._codes.setdefault(key, set())
+        if code not in codes:
+            codes.add(code)
+            self.replica_succeeded.labels(deployment, replica)    # present (0) for every replica that answered
+        self.replica_processed.labels(deployment, replica, code).inc()
+        if succeeded:
+            self.replica_succeeded.labels(deployment, replica).inc()
+
+    def replica_ejected(self, deployment: str, replica: str) -> None:
+        key = (deployment, replica)
+        if key in self._members:
+            self._codes.setdefault(key, set())
+            self.ejections.labels(deployment, replica).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -73,6 +73,8 @@ class Registry:
                 dep.pool.sync(None)
                 dep.admission.dispatch()
                 self._forget_if_idle(dep)
+        if self.metrics is not None:
+            self.metrics.retain((name, r.id) for name, view in snapshot.deployments.items() for r in view.replicas)
         self.generation += 1
         return changes
 
@@ -133,7 +135,7 @@ class Registry:
                         "every %g s", dep.name, replica.id, replica.health.consecutive_failures, why,
                         self.config.probe_interval)
             if self.metrics is not None:
-                self.metrics.ejections.labels(dep.name, replica.id).inc()
+                self.metrics.replica_ejected(dep.name, replica.id)
             dep.admission.dispatch()
 
     def due_probes(self) -> list[Replica]:

@@ -24,7 +24,7 @@ async def test_a_refused_connection_is_retried_once_on_another_replica(harness):
         assert headers["X-Enova-Replica"] == "b"
     m = await harness.metrics()
     assert sample(m, "enova_gateway_retries_total", deployment="m1") == 1
-    assert sample(m, "enova_gateway_requests_processed_total", deployment="m1", replica="b", code="200") == 2
+    assert sample(m, "enova_gateway_replica_requests_processed_total", deployment="m1", replica="b", code="200") == 2
 
 
 async def test_a_reset_before_the_answer_is_retried_on_another_replica(harness):
@@ -60,8 +60,8 @@ async def test_a_stream_broken_after_it_started_is_not_retried_and_ends_with_an_
     m = await harness.metrics()
     assert sample(m, "enova_gateway_retries_total", deployment="m1") == 0
     replica = "a" if a.requests else "b"
-    assert sample(m, "enova_gateway_requests_processed_total", deployment="m1", replica=replica, code="502") == 1
-    assert sample(m, "enova_gateway_requests_succeeded_total", deployment="m1", replica=replica) == 0
+    assert sample(m, "enova_gateway_replica_requests_processed_total", deployment="m1", replica=replica, code="502") == 1
+    assert sample(m, "enova_gateway_replica_requests_succeeded_total", deployment="m1", replica=replica) == 0
 
 
 async def test_a_replica_failing_three_times_is_ejected_and_readmitted_after_its_health_passes(harness):

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from .conftest import sample
+from .conftest import eventually, sample
+
+BODY = {"model": "m1", "prompt": "x", "max_tokens": 2}
 
 pytestmark = pytest.mark.anyio
 
@@ -51,13 +53,16 @@ async def test_metrics_count_every_request_token_and_latency_exactly(harness):
     assert s("enova_gateway_requests_received_total", deployment="m1", api="generate") == 2
     assert s("enova_gateway_requests_received_total", deployment="m1", api="chat") == 1
     assert s("enova_gateway_requests_received_total", deployment="unknown", api="completions") == 2
-    # processed and succeeded, per replica
-    ok = sum(s("enova_gateway_requests_processed_total", deployment="m1", replica=r, code="200") for r in "ab")
+    # processed and succeeded, per deployment and per replica
+    assert s("enova_gateway_requests_processed_total", deployment="m1", code="200") == 8
+    assert s("enova_gateway_requests_succeeded_total", deployment="m1") == 8
+    ok = sum(s("enova_gateway_replica_requests_processed_total", deployment="m1", replica=r, code="200") for r in "ab")
     assert ok == 8
-    assert s("enova_gateway_requests_processed_total", deployment="m1", replica="a", code="200") == 4
-    assert sum(s("enova_gateway_requests_succeeded_total", deployment="m1", replica=r) for r in "ab") == 8
-    assert s("enova_gateway_requests_processed_total", deployment="unknown", replica="none", code="404") == 1
-    assert s("enova_gateway_requests_processed_total", deployment="unknown", replica="none", code="400") == 1
+    assert s("enova_gateway_replica_requests_processed_total", deployment="m1", replica="a", code="200") == 4
+    assert sum(s("enova_gateway_replica_requests_succeeded_total", deployment="m1", replica=r) for r in "ab") == 8
+    assert s("enova_gateway_requests_processed_total", deployment="unknown", code="404") == 1
+    assert s("enova_gateway_requests_processed_total", deployment="unknown", code="400") == 1
+    assert not any(dict(labels).get("replica") == "none" for _, labels in m), "no series for 'no replica'"
     assert s("enova_gateway_rejections_total", deployment="unknown", reason="unknown_model") == 1
     assert s("enova_gateway_rejections_total", deployment="unknown", reason="invalid_request") == 1
     # time per request and sizes: one observation per request
@@ -97,3 +102,38 @@ async def test_metric_labels_never_take_a_value_from_user_input(harness):
     m = await harness.metrics()
     assert sample(m, "enova_gateway_requests_received_total", deployment="unknown", api="completions") == 5
     assert sample(m, "enova_gateway_requests_received_total", deployment="unknown", api="generate") == 5
+
+
+async def test_rollouts_leave_no_series_for_departed_replicas_and_deployment_totals_intact(harness):
+    """Four rolling replacements: each new replica joins, serves, the old one drains and its record
+    goes. The first one is also ejected once, so it has an ejection series to lose."""
+    first = await harness.engine("r0")
+    harness.deployment("m1", [first])
+    await harness.start(eject_after=1)
+    sent = ok = 0
+    for i in range(1, 5):
+        new = await harness.engine(f"r{i}")
+        harness.deployment("m1", [new])           # joins next to the old one
+        await eventually(lambda: harness.registry.get("m1").pool.replicas.get(f"r{i}") is not None)
+        if i == 1:
+            first.mode = "error500"
+            while not harness.registry.get("m1").pool.replicas["r0"].health.ejected:
+                status, _, _ = await harness.post("/v1/completions", BODY)
+                sent += 1
+                ok += status == 200
+        for _ in range(3):
+            status, _, _ = await harness.post("/v1/completions", BODY)
+            sent += 1
+            ok += status == 200
+        old = f"r{i - 1}"
+        harness.set_state(old, "draining")
+        harness.remove(old)
+        await eventually(lambda: old not in harness.registry.get("m1").pool.replicas)
+    m = await harness.metrics()
+    replicas = {dict(labels).get("replica") for _, labels in m} - {None}
+    assert replicas == {"r4"}, f"series left for departed replicas: {sorted(replicas - {'r4'})}"
+    processed = sum(v for (name, labels), v in m.items()
+                    if name == "enova_gateway_requests_processed_total" and dict(labels)["deployment"] == "m1")
+    assert processed == sent
+    assert sample(m, "enova_gateway_requests_succeeded_total", deployment="m1") == ok
+    assert ok >= 12

@@ -110,7 +110,7 @@ async def test_a_client_leaving_mid_stream_frees_its_slot_and_cancels_the_engine
     # the slot is free again: with a limit of 1 and no queue, this would be a 429 otherwise
     assert (await harness.post("/v1/completions", {"model": "m1", "prompt": "x", "max_tokens": 1}))[0] == 200
     m = await harness.metrics()
-    assert sample(m, "enova_gateway_requests_processed_total", deployment="m1", replica="a", code="499") == 1
+    assert sample(m, "enova_gateway_replica_requests_processed_total", deployment="m1", replica="a", code="499") == 1
 
 
 async def test_a_client_giving_up_on_a_slow_answer_cancels_the_engine_request(harness):
