@@ -9,7 +9,9 @@ YAML 1.1 resolution (`yes` is True, `0x1f` is 31, ...) is exactly what `yaml.saf
 Problems come back as data, not exceptions: a syntax error ends the stream (documents before it
 are kept); a duplicate key is reported at its second occurrence and the document is kept (the
 last value wins, as in PyYAML); a document that cannot be built (an unknown tag, a recursive
-alias) is dropped. Used by `enova.spec.loader`; knows nothing about enova's documents.
+alias, aliases that would expand past `MAX_ALIAS_EXPANSIONS` or `MAX_VALUES`: a "billion
+laughs" file of a few hundred bytes) is dropped. Used by `enova.spec.loader`; knows nothing
+about enova's documents.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ KeyPath = tuple[Any, ...]
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# Aliases let a few hundred bytes describe a tree of billions of values (nested anchors, each
+# used ten times). Every document's expanded size is computed on the node graph first, in time
+# proportional to the text, and a document past either bound is refused before it is built.
+# Real specs use a handful of aliases (`<<: *common`) and a few hundred values per document.
+MAX_ALIAS_EXPANSIONS = 1_000
+MAX_VALUES = 100_000
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,10 @@ def _parse(text: str, loader_class: Any, fast: bool) -> tuple[list[YamlDocument]
                 else:
                     raise
                 break
+            too_big = _expansion_problem(node)
+            if too_big is not None:
+                problems.append(too_big)
+                continue
             builder = _Builder(loader)
             try:
                 data = builder.build(node, (), _line(node.start_mark))
@@ -201,6 +214,57 @@ class _Builder:
             message = "a mapping key must be a plain value, not a list or mapping"
             raise ConstructorError(None, None, message, node.start_mark)
         return self.loader.construct_object(node)
+
+
+def _expansion_problem(root: Node) -> YamlProblem | None:
+    """A problem if the document `root` would expand past MAX_ALIAS_EXPANSIONS aliases or
+    MAX_VALUES values, at the first (in document order) value whose expansion is too big."""
+    first_path: dict[int, KeyPath] = {}  # id of each distinct node -> the path it is first met at
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (values, alias expansions), capped past the bounds
+    on_stack: set[int] = set()  # a recursive alias: left to the builder to report
+
+    def measure(node: Node, path: KeyPath) -> tuple[int, int] | YamlProblem:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_stack:
+            return 1, 0
+        first_path.setdefault(key, path)
+        values, aliases = 1, 0
+        if isinstance(node, (MappingNode, SequenceNode)):
+            on_stack.add(key)
+            try:
+                for child, child_path in _children(node, path):
+                    if id(child) in first_path:
+                        aliases += 1  # met before: this is an alias of it
+                    measured = measure(child, child_path)
+                    if isinstance(measured, YamlProblem):
+                        return measured
+                    values += measured[0]
+                    aliases += measured[1]
+                    if values > MAX_VALUES or aliases > MAX_ALIAS_EXPANSIONS:
+                        message = (f"invalid YAML: aliases expand past {MAX_ALIAS_EXPANSIONS} alias uses or "
+                                   f"{MAX_VALUES} values here (an alias bomb?); nest fewer anchors")
+                        return YamlProblem(_line(node.start_mark), first_path[key], message)
+            finally:
+                on_stack.discard(key)
+        sizes[key] = (values, aliases)
+        return sizes[key]
+
+    measured = measure(root, ())
+    return measured if isinstance(measured, YamlProblem) else None
+
+
+def _children(node: Node, path: KeyPath) -> list[tuple[Node, KeyPath]]:
+    """The child nodes of a collection node with their key paths (keys of a mapping included)."""
+    if isinstance(node, SequenceNode):
+        return [(item, (*path, index)) for index, item in enumerate(node.value)]
+    children: list[tuple[Node, KeyPath]] = []
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, ScalarNode) else "?"
+        children.append((key_node, path))
+        children.append((value_node, path if key_node.tag == _MERGE_TAG else (*path, key)))
+    return children
 
 
 def _line(mark: Any) -> int:
