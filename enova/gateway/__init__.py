@@ -3,13 +3,14 @@
 Clients call `/generate` (the seed's API) or the OpenAI API (`/v1/completions`,
 `/v1/chat/completions`, `/v1/models`); the gateway routes each request by model to a ready
 replica with the fewest requests in flight, queues when all are full, retries a failed
-connection once elsewhere, ejects replicas that keep failing, and follows the state
-directory that `enova apply` writes, so that replicas come and go (scale, rolling replace,
-drain) without a client noticing. It measures the seed's API Service metrics at /metrics.
+connection once elsewhere, ejects replicas that keep failing, and follows its endpoint
+source (the state directory that `enova apply` writes), so that replicas come and go (scale,
+rolling replace, drain) without a client noticing. It measures the seed's API Service metrics at /metrics.
 
 Modules, one purpose each:
   config      GatewayConfig, the token file            errors     OpenAI-style error answers
-  membership  state directory -> snapshot, diffs        watch      watchfiles + rescan -> registry
+  membership  endpoint views (snapshot), diffs          source     EndpointSource; the state directory one
+  watch       source changes + rescan -> registry
   health      ejection / re-admission state machine     prober     /health probes of ejected replicas
   router      pick the least-loaded routable replica    admission  slots and the bounded FIFO queue
   registry    live deployments, default, admin view     exchange   one request's metrics

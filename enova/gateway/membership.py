@@ -1,20 +1,16 @@
-"""What the gateway may route to: a snapshot of the state directory, and what changed.
+"""What the gateway may route to: frozen views of deployments and their replicas' endpoints,
+and what changed between two of them.
 
-`read_snapshot` reads every deployment and replica record that `enova apply` wrote (through
-`enova.observe.state`) into frozen views; `diff` compares two snapshots for the log. A record
-that cannot be read is skipped with a problem message (the replica keeps its last readable
-view, if it had one), so one corrupt file never stops the gateway. Called by `watch` on every
-change of the directory and on a timer; blocks only on the disk; raises nothing.
+A `Snapshot` is what an endpoint source (`source`) reads; views carry endpoints (host, port)
+and serving state, never process details, so any source (the state directory today;
+containers or cluster endpoints later) fills them the same way. `diff` compares two
+snapshots for the log; `replica_limit` is the concurrency rule every source applies. Pure.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore, record_from_dict
 
 
 @dataclass(frozen=True)
@@ -56,51 +52,6 @@ def replica_limit(serving: dict[str, Any], config: dict[str, Any], default: int)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         limit = default
     return limit
-
-
-def _load(path: Path) -> dict[str, Any]:
-    with open(path) as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
-
-
-def read_snapshot(store: StateStore, previous: Snapshot | None = None, default_limit: int = 256) -> Snapshot:
-    """Every deployment and replica under the store's root. Never raises for a bad record."""
-    problems: list[str] = []
-    deployments: dict[str, DeploymentView] = {}
-    try:
-        names = store.deployment_names()
-    except OSError as exc:
-        return Snapshot(previous.deployments if previous else {}, (f"{store.root}: {exc}",))
-    for name in names:
-        serving: dict[str, Any] = {}
-        dep_path = store.root / "deployments" / name / "deployment.json"
-        if dep_path.exists():
-            try:
-                record = record_from_dict(DeploymentRecord, _load(dep_path))
-                serving = record.serving if isinstance(record.serving, dict) else {}
-            except (OSError, ValueError, TypeError) as exc:
-                problems.append(f"{dep_path}: skipped ({exc}); serving defaults used")
-        replicas: list[ReplicaView] = []
-        for path in sorted(store.replica_path(name, "x").parent.glob("*.json")):
-            try:
-                rec = record_from_dict(ReplicaRecord, _load(path))
-                replicas.append(ReplicaView(
-                    id=rec.id, deployment=name, host=rec.host, port=int(rec.port), state=rec.state,
-                    limit=replica_limit(serving, rec.config, default_limit)))
-            except (OSError, ValueError, TypeError) as exc:
-                kept = previous.replica(name, path.stem) if previous else None
-                problems.append(f"{path}: skipped ({exc})" + ("; its last readable record is kept" if kept else ""))
-                if kept is not None:
-                    replicas.append(kept)
-        max_c = serving.get("max_concurrency")
-        deployments[name] = DeploymentView(
-            name=name, default=serving.get("default") is True,
-            max_concurrency=max_c if isinstance(max_c, int) and not isinstance(max_c, bool) else None,
-            replicas=tuple(replicas))
-    return Snapshot(deployments, tuple(problems))
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from .metrics import GatewayMetrics
 from .prober import Prober
 from .proxy import Proxy
 from .registry import Deployment, Registry
+from .source import EndpointSource, StateDirectorySource
 from .watch import Watcher
 
 log = logging.getLogger("enova.gateway")
@@ -259,14 +260,18 @@ async def _lifecycle(app: web.Application):
         await st.session.close()
 
 
-def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
-    """The gateway as an aiohttp application. Nothing runs until the app starts (its cleanup
+def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,
+              source: EndpointSource | None = None) -> web.Application:
+    """The gateway as an aiohttp application, routing to the endpoints of `source` (default:
+    the state directory `config.state_dir`). Nothing runs until the app starts (its cleanup
     context opens the connection pool, loads membership and starts the watcher and prober)."""
     registry = Registry(config, clock=clock)
     gw_metrics = GatewayMetrics(live=registry.live)
     registry.metrics = gw_metrics
-    watcher = Watcher(StateStore(config.state_dir), registry, debounce_ms=config.watch_debounce_ms,
-                      rescan_interval=config.rescan_interval, default_limit=config.default_concurrency)
+    if source is None:
+        source = StateDirectorySource(StateStore(config.state_dir), default_limit=config.default_concurrency,
+                                      debounce_ms=config.watch_debounce_ms)
+    watcher = Watcher(source, registry, rescan_interval=config.rescan_interval)
     app = web.Application(middlewares=[guard], client_max_size=config.max_body_bytes)
     app[STATE] = GatewayState(config=config, registry=registry, metrics=gw_metrics, watcher=watcher, clock=clock)
     app.cleanup_ctx.append(_lifecycle)
@@ -284,9 +289,10 @@ class Gateway:
     """A gateway bound to its address. `start` returns once it serves; `stop` stops accepting,
     lets in-flight requests finish (up to `shutdown_grace`), then closes everything."""
 
-    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,
+                 source: EndpointSource | None = None):
         self.config = config
-        self.app = build_app(config, clock=clock)
+        self.app = build_app(config, clock=clock, source=source)
         self.runner: web.AppRunner | None = None
 
     @property

@@ -1,9 +1,8 @@
-"""Keeping the registry in step with the state directory.
+"""Keeping the registry in step with the endpoint source.
 
-Two triggers, one action: `watchfiles` reports a change under `deployments/` (records are
-replaced by atomic renames, so a changed record is seen whole, typically within ~50 ms), and a
-timer rescans every `rescan_interval` seconds as a safety net (a missed event, a watcher that
-failed). Either way the whole directory is re-read (`membership.read_snapshot`) and handed to
+Two triggers, one action: the source's change notifications (`EndpointSource.changes`), and a
+timer that rescans every `rescan_interval` seconds as a safety net (a missed event, a watcher
+that failed). Either way the whole snapshot is re-read (`EndpointSource.read`) and handed to
 `Registry.apply`; reloads never overlap. Started by `server` for the gateway's lifetime;
 `reload` is also called once before the gateway starts listening.
 """
@@ -13,35 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from watchfiles import Change, awatch
-
-from enova.observe.state import StateStore
-
-from .membership import read_snapshot
 from .registry import Registry
+from .source import EndpointSource
 
 log = logging.getLogger("enova.gateway")
 
 
-def _records_only(change: Change, path: str) -> bool:
-    return path.endswith(".json")       # temp files of atomic writes end in .tmp
-
-
 class Watcher:
-    def __init__(self, store: StateStore, registry: Registry, *, debounce_ms: int = 30,
-                 rescan_interval: float = 3.0, default_limit: int = 256):
-        self.store = store
+    def __init__(self, source: EndpointSource, registry: Registry, *, rescan_interval: float = 3.0):
+        self.source = source
         self.registry = registry
-        self.debounce_ms = debounce_ms
         self.rescan_interval = rescan_interval
-        self.default_limit = default_limit
         self._lock = asyncio.Lock()
 
     async def reload(self) -> None:
-        """Re-read every record and apply it. Never raises for a bad record (it is logged)."""
+        """Re-read every endpoint and apply it. Never raises for a bad entry (it is logged)."""
         async with self._lock:
-            snapshot = await asyncio.to_thread(read_snapshot, self.store, self.registry.snapshot,
-                                               self.default_limit)
+            snapshot = await asyncio.to_thread(self.source.read, self.registry.snapshot)
             for change in self.registry.apply(snapshot):
                 log.info("membership: %s", change)
 
@@ -50,18 +37,15 @@ class Watcher:
         await asyncio.gather(self.watch_loop(), self.rescan_loop())
 
     async def watch_loop(self) -> None:
-        """Reload on every change watchfiles reports under deployments/; survives watcher failures."""
-        folder = self.store.root / "deployments"
+        """Reload on every change the source reports; survives watcher failures."""
         while True:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-                async for _ in awatch(folder, watch_filter=_records_only, debounce=max(self.debounce_ms, 1),
-                                      step=max(1, min(10, self.debounce_ms)), recursive=True):
+                async for _ in self.source.changes():
                     await self.reload()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:        # the folder vanished, inotify limits: rescans carry on
-                log.warning("watching %s failed (%s); retrying in %g s", folder, exc, self.rescan_interval)
+                log.warning("watching %s failed (%s); retrying in %g s", self.source, exc, self.rescan_interval)
             await asyncio.sleep(self.rescan_interval)
 
     async def rescan_loop(self) -> None:
@@ -73,4 +57,4 @@ class Watcher:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("rescanning %s failed", self.store.root)
+                log.exception("rescanning %s failed", self.source)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from enova.gateway.membership import DeploymentView, ReplicaView, Snapshot, diff, read_snapshot, replica_limit
+from enova.gateway.membership import DeploymentView, ReplicaView, Snapshot, diff, replica_limit
+from enova.gateway.source import read_snapshot
 from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore, record_from_dict
 
 
