@@ -92,7 +92,7 @@ def build_specs(*, model: str, name: str | None, replicas: int, cpus: int, gpus:
         try:
             docs.append(cls.model_validate(data))
         except ValidationError as exc:
-            problems += [f"{_option(e['loc'])}: {e['msg']}" for e in exc.errors()]
+            problems += [f"{_option(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
     if problems:
         raise UsageError("invalid options:\n  " + "\n  ".join(problems))
     here = Path.cwd() / "(enova enode run)"

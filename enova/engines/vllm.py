@@ -2,8 +2,9 @@
 
 `render_launch` turns a replica config and the resources assigned to it into an argv and
 environment, from templates/vllm/*. It is pure (no process is started here) so GPU launches
-are tested by rendering even on machines without a GPU. `engine_problem` says whether the
-needed build is installed. Called by apply.local.
+are tested by rendering even on machines without a GPU. `launch_problems` says, before any
+allocation, whether a config's parallelism fits its resources; `engine_problem` whether the
+needed build is installed. Called by apply.executor (preflight, rendering a launch).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+from enova.errors import PermanentError
 
 from .templates import load_yaml, render_yaml
 
@@ -40,6 +43,46 @@ def engine_args(config: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_PARALLEL = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
+
+
+def _ranks(args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Each parallelism arg's value (1 when unset) and a problem per one that is not a whole number >= 1."""
+    sizes: dict[str, Any] = {}
+    problems = []
+    for name in _PARALLEL:
+        value = args.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"engine.args.{name}: must be a whole number >= 1 (got {value!r})")
+        sizes[name] = value
+    return sizes, problems
+
+
+def launch_problems(config: dict[str, Any]) -> list[str]:
+    """Why replicas of the replica config `config` (plan.desired.replica_config's shape) cannot
+    start with the resources it asks for, one sentence per problem naming the field; [] if they
+    can. Pure. CPU build: every rank (tensor x pipeline x data parallel) gets its own cores, so
+    resources.cpus must be at least that product. CUDA build: the product must equal resources.gpus."""
+    args = engine_args(config)
+    sizes, problems = _ranks(args)
+    if problems:
+        return problems
+    ranks = sizes["tensor_parallel_size"] * sizes["pipeline_parallel_size"] * sizes["data_parallel_size"]
+    written = config["engine"]["args"]
+    product = " x ".join(
+        f"{name} {sizes[name]}" + ("" if name in written else " (from resources.gpus)")
+        for name in _PARALLEL if name in written or sizes[name] != 1)
+    resources = config["resources"]
+    if device_for(config) == "cpu":
+        if ranks > resources["cpus"]:
+            problems.append(f"engine.args: {product} is {ranks} rank(s), each bound to its own CPU core, "
+                            f"but resources.cpus is {resources['cpus']}; raise resources.cpus to at least {ranks}")
+    elif ranks != resources["gpus"]:
+        problems.append(f"engine.args: {product} uses {ranks} GPU(s) per replica, but resources.gpus "
+                        f"is {resources['gpus']}; make them equal")
+    return problems
+
+
 def _flag_values(key: str, value: Any) -> tuple[str, list[str]]:
     flag = "--" + key.replace("_", "-")
     if value is True:
@@ -54,7 +97,8 @@ def _flag_values(key: str, value: Any) -> tuple[str, list[str]]:
 
 
 def omp_bind(cpus: list[int], ranks: int) -> str:
-    """VLLM_CPU_OMP_THREADS_BIND for `ranks` tensor-parallel ranks over `cpus`, split evenly."""
+    """VLLM_CPU_OMP_THREADS_BIND for `ranks` ranks (tensor x pipeline x data parallel) over `cpus`,
+    split evenly; vLLM's CPU worker takes one "|"-separated group per rank."""
     if ranks < 1 or len(cpus) < ranks:
         raise ValueError(f"{len(cpus)} CPU core(s) cannot host {ranks} tensor-parallel rank(s)")
     per = len(cpus) // ranks
@@ -65,11 +109,18 @@ def omp_bind(cpus: list[int], ranks: int) -> str:
 def render_launch(*, deployment: str, replica_id: str, config: dict[str, Any], config_hash: str,
                   model_path: str, offline: bool, host: str, port: int,
                   cpus: list[int], gpus: list[str], python: str | None = None) -> Launch:
-    """The argv and env for one replica. Pure; raises ValueError on impossible resources."""
+    """The argv and env for one replica. Pure. Raises PermanentError when the config's resources
+    are impossible (see launch_problems), ValueError when the cores or GPUs assigned do not match
+    what the config asks for (a bug in allocation)."""
+    problems = launch_problems(config)
+    if problems:
+        raise PermanentError(f"{deployment}: " + "; ".join(problems))
     device = device_for(config)
     args = engine_args(config)
     python = python or sys.executable
-    tp = int(args.get("tensor_parallel_size", 1) or 1)
+    ranks = 1
+    for name in _PARALLEL:
+        ranks *= args.get(name, 1)
     if device == "gpu" and len(gpus) != config["resources"]["gpus"]:
         raise ValueError(f"{config['resources']['gpus']} GPU(s) requested, {len(gpus)} assigned")
     pin: list[str] = []
@@ -84,7 +135,7 @@ def render_launch(*, deployment: str, replica_id: str, config: dict[str, Any], c
     env = render_yaml(
         "vllm/env.yaml.j2",
         device=device, offline=offline, gpus=gpus,
-        omp_bind=omp_bind(cpus, tp) if device == "cpu" else "",
+        omp_bind=omp_bind(cpus, ranks) if device == "cpu" else "",
         deployment=deployment, replica_id=replica_id, config_hash=config_hash,
     )
     env = {str(k): str(v) for k, v in env.items()}

@@ -12,6 +12,7 @@ file, line, field path and the offending value.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from typing import Annotated, Any, Literal, Union
@@ -138,9 +139,30 @@ def _one_engine_arg_error(value: Any, handler: ValidatorFunctionWrapHandler) -> 
         raise ValueError("must be a string, number, boolean, list of those, or mapping") from None
 
 
+# engine.env names a spec may not set, and why. enova's own are what templates/vllm/env.yaml.j2
+# renders (a unit test holds the two together); the others would let a spec run other code in the
+# engine process, or speak for enova to systemd.
+_ENOVA_SETS = "enova sets it for every replica"
+_HIJACK = "could hijack the engine process"
+RESERVED_ENV = {
+    **dict.fromkeys(("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "VLLM_CPU_OMP_THREADS_BIND",
+                     "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"), _ENOVA_SETS),
+    "NVIDIA_VISIBLE_DEVICES": "enova assigns GPUs by CUDA_VISIBLE_DEVICES; this would override it",
+    **dict.fromkeys(("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP",
+                     "PATH"), _HIJACK),
+    **dict.fromkeys(("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"), "systemd's, for enova's own service"),
+}
+RESERVED_ENV_PREFIXES = {"ENOVA_": "enova's own variables", "WATCHDOG_": "systemd's, for enova's own service"}
+
+
 def _check_env_name(name: str) -> str:
     if not re.fullmatch(ENV_NAME_PATTERN, name):
         raise ValueError("must be an environment variable name: letters, digits and '_', not starting with a digit")
+    if name in RESERVED_ENV:
+        raise ValueError(f"reserved; {RESERVED_ENV[name]}")
+    for prefix, why in RESERVED_ENV_PREFIXES.items():
+        if name.startswith(prefix):
+            raise ValueError(f"reserved; {prefix}* are {why}")
     return name
 
 
@@ -159,7 +181,11 @@ EngineArgValue = Annotated[
 EnvName = Annotated[
     str,
     AfterValidator(_check_env_name),
-    WithJsonSchema({"type": "string", "pattern": ENV_NAME_PATTERN}),
+    WithJsonSchema({
+        "type": "string", "pattern": ENV_NAME_PATTERN,
+        "not": {"anyOf": [{"enum": sorted(RESERVED_ENV)},
+                          *({"pattern": f"^{prefix}"} for prefix in sorted(RESERVED_ENV_PREFIXES))]},
+    }),
 ]
 # pydantic renders a key pattern as patternProperties; this makes other keys invalid too.
 _ONLY_PATTERN_KEYS = {"additionalProperties": False}
@@ -178,7 +204,10 @@ class EngineSpec(StrictModel):
         ),
     )
     env: dict[EnvName, str] = Field(
-        {}, json_schema_extra=_ONLY_PATTERN_KEYS, description="Extra environment variables for the engine process."
+        {}, json_schema_extra=_ONLY_PATTERN_KEYS,
+        description=("Extra environment variables for the engine process. Not the ones enova sets (ENOVA_*, "
+                     "CUDA_VISIBLE_DEVICES, VLLM_CPU_OMP_THREADS_BIND, ...) nor ones that could run other code "
+                     "in it (LD_PRELOAD, PYTHONPATH, PATH, ...)."),
     )
     startup_timeout: Duration = Field(600.0, description="How long a replica may take to become healthy.")
 
@@ -399,18 +428,48 @@ class LoadProfile(StrictModel):
     spec: LoadProfileSpec = Field(description="The load to send.")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the gateway on this machine: 127.0.0.0/8, ::1 or localhost."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve to anything
+
+
+_LOOPBACK_PATTERN = r"^(127\.[0-9.]+|::1|\[::1\]|[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]\.?)$"
+
+
 class GatewaySpec(StrictModel):
     """The gateway: one stable endpoint (/generate and the OpenAI API) in front of every replica."""
 
+    # The same rule as _token_beyond_loopback, for editors.
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"required": ["host"], "properties": {"host": {"not": {"pattern": _LOOPBACK_PATTERN}}}},
+        "then": {"required": ["token_file"]},
+    })
+
     enabled: bool = Field(True, description="Run the gateway. It runs with these defaults when no Gateway document exists.")
-    host: str = Field("127.0.0.1", min_length=1, description="Address to bind. 0.0.0.0 exposes it to the network: set a token.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to bind. Beyond loopback (0.0.0.0, a LAN "
+                      "address) token_file is required.")
     port: int = Field(9199, ge=1, le=65535, description="Port to bind.")
     token_file: Union[str, None] = Field(
-        None, min_length=1, description="A file holding a bearer token that every request except /health and "
-        "/metrics must carry; relative to the spec file's folder. Keep the token out of git.")
+        None, min_length=1, validate_default=True,
+        description="A file holding a bearer token that every request except /health and /metrics must carry; "
+        "relative to the spec file's folder. Keep the token out of git. Required when host is not loopback.")
     max_body_bytes: int = Field(1048576, gt=0, description="Largest request body accepted (413 above it).")
     queue_size: int = Field(100, ge=0, description="Requests that may wait per deployment when every replica is busy.")
     queue_timeout: Duration = Field(30.0, description="How long a queued request waits before a 429.")
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_beyond_loopback(cls, token_file: Union[str, None], info: ValidationInfo) -> Union[str, None]:
+        host = info.data.get("host")
+        if token_file is None and isinstance(host, str) and not is_loopback(host):
+            raise ValueError(f"required when host ({host}) is beyond loopback: anyone who reaches it could use "
+                             "every model; set a token file, or bind 127.0.0.1")
+        return token_file
 
 
 class Gateway(StrictModel):

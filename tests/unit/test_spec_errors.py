@@ -97,6 +97,18 @@ TABLE = {
         " queue_size, queue_timeout, token_file; did you mean 'host'?",
         "two_gateways.yaml:9 spec.port: must be <= 65535 (got 99999)",
     ],
+    "reserved_engine_env.yaml": [
+        "reserved_engine_env.yaml:10 spec.engine.env.LD_PRELOAD: reserved; could hijack the engine process",
+        "reserved_engine_env.yaml:11 spec.engine.env.CUDA_VISIBLE_DEVICES: reserved; enova sets it for every replica",
+        "reserved_engine_env.yaml:12 spec.engine.env.ENOVA_CONFIG_HASH: reserved; ENOVA_* are enova's own variables",
+        "reserved_engine_env.yaml:13 spec.engine.env.WATCHDOG_USEC: reserved; WATCHDOG_* are systemd's, for enova's"
+        " own service",
+    ],
+    "gateway_beyond_loopback.yaml": [
+        # no token_file line to point at: the line of its mapping
+        "gateway_beyond_loopback.yaml:4 spec.token_file: required when host (0.0.0.0) is beyond loopback: anyone who"
+        " reaches it could use every model; set a token file, or bind 127.0.0.1",
+    ],
     "alias_bomb.yaml": [
         # "billion laughs": refused before it is expanded, at the first value too big
         "alias_bomb.yaml:11 spec.engine.args.d: invalid YAML: aliases expand past 1000 alias uses or 100000 values"
