@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -17,21 +19,31 @@ from enova.reconcile import service
 from enova.reconcile.service import UNIT_NAME, install_service, render_unit, uninstall_service, unit_dir
 
 SYSTEM_ONLY = ("PrivateTmp", "ProtectSystem", "ProtectControlGroups", "ProtectKernelTunables",
-               "ProtectKernelModules", "ProtectKernelLogs", "ProtectClock", "ProtectHostname")
+               "ProtectKernelModules", "ProtectKernelLogs", "ProtectClock", "ProtectHostname", "ProtectHome",
+               "CapabilityBoundingSet", "User", "Group", "SupplementaryGroups", "StateDirectory", "CacheDirectory",
+               "ReadWritePaths")
 
 
 @pytest.fixture
 def layout(tmp_path: Path) -> dict[str, Path]:
-    """A specs directory and an `enova` executable, both under directories with spaces in their names."""
-    specs = tmp_path / "my specs"
+    """A specs directory and an `enova` executable, both under directories with spaces in their names,
+    in a folder other users can search (pytest's own tmp_path is not), as a system service needs."""
+    base = Path(tempfile.mkdtemp(prefix="enova-service-test-"))
+    base.chmod(0o755)
+    yield from _layout_in(base)
+    shutil.rmtree(base)
+
+
+def _layout_in(base: Path):
+    specs = base / "my specs"
     specs.mkdir()
     (specs / "llama.yaml").write_text("apiVersion: enova/v1\n")
-    bin_dir = tmp_path / "the venv" / "bin"
+    bin_dir = base / "the venv" / "bin"
     bin_dir.mkdir(parents=True)
     exe = bin_dir / "enova"
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    return {"specs": specs, "exe": exe, "state": tmp_path / "state dir", "cache": tmp_path / "cache"}
+    yield {"specs": specs, "exe": exe, "state": base / "state dir", "cache": base / "cache", "base": base}
 
 
 def settings(unit: str) -> dict[str, list[str]]:
@@ -92,7 +104,7 @@ def shell_words(text: str) -> list[str]:
 
 def render(layout, *, user: bool, **overrides) -> str:
     options = dict(specs=layout["specs"], user=user, interval=30.0, state_dir=layout["state"],
-                   cache_dir=layout["cache"], executable=layout["exe"])
+                   cache_dir=layout["cache"], executable=layout["exe"], gpu_groups=["video", "render"])
     options.update(overrides)
     return render_unit(**options)
 
@@ -131,14 +143,64 @@ def test_the_unit_is_a_notify_service_that_leaves_replicas_running(layout, user)
         assert forbidden not in unit
 
 
+def environment(unit: dict[str, list[str]]) -> dict[str, str]:
+    return dict(shell_words(value)[0].replace("%%", "%").split("=", 1) for value in unit["Environment"])
+
+
 def test_the_environment_points_at_the_state_cache_venv_and_home(layout):
-    unit = settings(render(layout, user=False, home=Path("/home/someone")))
-    env = dict(shell_words(value)[0].replace("%%", "%").split("=", 1) for value in unit["Environment"])
+    env = environment(settings(render(layout, user=True, home=Path("/home/someone"))))
     assert env["ENOVA_STATE_DIR"] == str(layout["state"])
     assert env["ENOVA_CACHE_DIR"] == str(layout["cache"])
     assert env["PATH"].split(":")[0] == str(layout["exe"].parent)
     assert "/usr/bin" in env["PATH"].split(":")
     assert env["HOME"] == "/home/someone"
+
+
+def test_a_system_unit_runs_as_the_service_user_never_root(layout):
+    unit = settings(render(layout, user=False, state_dir=None, cache_dir=None))
+    assert unit["User"] == ["enova"] and unit["Group"] == ["enova"]
+    assert unit["SupplementaryGroups"] == ["video render"]
+    assert unit["StateDirectory"] == ["enova"] and unit["CacheDirectory"] == ["enova"]
+    assert "ReadWritePaths" not in unit
+    assert unit["CapabilityBoundingSet"] == [""] and unit["AmbientCapabilities"] == [""]
+    assert unit["ProtectHome"] == ["read-only"]
+    # The engines' caches go where the service user can write: not /root, not a home it lacks.
+    env = environment(unit)
+    assert env["ENOVA_STATE_DIR"] == env["HOME"] == "/var/lib/enova"
+    assert env["ENOVA_CACHE_DIR"] == env["XDG_CACHE_HOME"] == "/var/cache/enova"
+
+
+def test_run_as_and_the_gpu_groups_are_what_the_unit_names(layout):
+    unit = settings(render(layout, user=False, run_as="llm-svc", group="gpu-users", gpu_groups=[]))
+    assert unit["User"] == ["llm-svc"] and unit["Group"] == ["gpu-users"]
+    assert "SupplementaryGroups" not in unit
+
+
+def test_state_and_cache_named_outside_var_are_read_write_paths(layout):
+    unit = settings(render(layout, user=False))
+    assert "StateDirectory" not in unit and "CacheDirectory" not in unit
+    assert shell_words(unit["ReadWritePaths"][0]) == [f"-{layout['state']}", f"-{layout['cache']}"]
+    env = environment(unit)
+    assert env["HOME"] == str(layout["state"]) and env["XDG_CACHE_HOME"] == str(layout["cache"])
+
+
+def test_state_and_cache_under_var_become_state_and_cache_directories(layout):
+    unit = settings(render(layout, user=False, state_dir=Path("/var/lib/llm/enova"),
+                           cache_dir=Path("/var/cache/llm")))
+    assert unit["StateDirectory"] == ["llm/enova"] and unit["CacheDirectory"] == ["llm"]
+    assert "ReadWritePaths" not in unit
+
+
+@pytest.mark.parametrize("name", ["root", "Enova", "-enova", "en ova", "a" * 33, ""])
+def test_run_as_root_or_a_malformed_name_is_refused(layout, name):
+    with pytest.raises(UsageError, match="--run-as"):
+        render(layout, user=False, run_as=name)
+
+
+def test_a_user_unit_runs_as_the_invoking_user(layout):
+    unit = settings(render(layout, user=True, run_as="someone-else"))
+    for name in ("User", "Group", "SupplementaryGroups", "StateDirectory", "CacheDirectory"):
+        assert name not in unit, name
 
 
 def test_system_units_are_hardened_and_user_units_leave_out_root_only_options(layout):
@@ -186,12 +248,14 @@ def _systemd_analyze() -> str:
     return found
 
 
-@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
-def test_the_unit_passes_systemd_analyze_verify(layout, tmp_path, user):
+@pytest.mark.parametrize(("user", "dirs"), [(False, "named"), (False, "default"), (True, "named")],
+                         ids=["system", "system-var-dirs", "user"])
+def test_the_unit_passes_systemd_analyze_verify(layout, tmp_path, user, dirs):
     analyze = _systemd_analyze()
     unit_file = tmp_path / "units" / UNIT_NAME
     unit_file.parent.mkdir()
-    unit_file.write_text(render(layout, user=user))
+    defaults = dict(state_dir=None, cache_dir=None) if dirs == "default" else {}
+    unit_file.write_text(render(layout, user=user, **defaults))
     runtime = tmp_path / "runtime"        # a --user verify needs a runtime directory
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_COLOR": "0"}
@@ -229,6 +293,8 @@ def test_systemd_parses_exec_start_into_the_intended_words(layout, tmp_path):
                      "--interval", "30"]
     assert f"WorkingDirectory: {tmp_path}" in ours
     assert "KillMode: process" in ours
+    assert "User: enova" in ours and "Group: enova" in ours and "SupplementaryGroups: video render" in ours
+    assert f"ReadWritePaths: -{layout['state']} -{layout['cache']}" in ours      # two paths, spaces intact
 
 
 def _systemd_test(systemd: Path, units: Path) -> subprocess.CompletedProcess:
@@ -242,11 +308,28 @@ def _systemd_test(systemd: Path, units: Path) -> subprocess.CompletedProcess:
 
 # ---- install / uninstall ------------------------------------------------------------------
 
+EXISTING_USER = "nobody"          # there on every Debian-like host; never created or changed here
+
+
 def install(layout, target: Path, **overrides):
-    options = dict(state_dir=layout["state"], cache_dir=layout["cache"], target_dir=target, activate=False,
-                   executable=layout["exe"])
+    """A system install as `nobody`, with /var/lib/enova and /var/cache/enova (left to systemd), so
+    that nothing on this host is created or chowned; `useradd` must not run."""
+    options = dict(target_dir=target, activate=False, executable=layout["exe"], run_as=EXISTING_USER,
+                   useradd=str(target / "useradd-must-not-run"))
     options.update(overrides)
     return install_service(layout["specs"], **options)
+
+
+def primary_group(name: str) -> str:
+    return grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_name
+
+
+def recording_program(path: Path, calls: Path, exit_code: int = 0) -> str:
+    """A stand-in program that writes each argument on a line of its own to `calls`."""
+    path.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{calls}"\necho "stand-in failed" >&2\nexit {exit_code}\n'
+                    if exit_code else f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{calls}"\n')
+    path.chmod(0o755)
+    return str(path)
 
 
 def test_install_writes_the_unit_and_a_second_install_updates_it(layout, tmp_path):
@@ -257,7 +340,8 @@ def test_install_writes_the_unit_and_a_second_install_updates_it(layout, tmp_pat
     assert first.message.startswith(f"installed {target / UNIT_NAME}")
     assert "systemctl daemon-reload && systemctl enable --now enova-reconcile.service" in first.message
     text = first.unit_path.read_text()
-    assert text == render(layout, user=False)
+    assert text == render(layout, user=False, state_dir=None, cache_dir=None, run_as=EXISTING_USER,
+                          group=primary_group(EXISTING_USER), gpu_groups=None)
     assert stat.S_IMODE(first.unit_path.stat().st_mode) == 0o644
     assert sorted(p.name for p in target.iterdir()) == [UNIT_NAME]        # no temporary file left over
 
@@ -279,7 +363,8 @@ def test_install_with_user_says_how_to_enable_the_user_unit(layout, tmp_path):
 def test_install_stores_the_specs_as_an_absolute_path(layout, tmp_path, monkeypatch):
     monkeypatch.chdir(layout["specs"].parent)
     result = install_service(Path("my specs"), target_dir=tmp_path / "units", activate=False,
-                             executable=layout["exe"])
+                             executable=layout["exe"], run_as=EXISTING_USER,
+                             useradd=str(tmp_path / "useradd-must-not-run"))
     argv = exec_argv(settings(result.unit_path.read_text())["ExecStart"][0])
     assert argv[argv.index("reconcile") + 1] == str(layout["specs"])
 
@@ -353,3 +438,76 @@ def test_activation_is_automatic_only_where_systemd_runs(layout, tmp_path, monke
     result = install(layout, tmp_path / "units", activate=None, systemctl=str(tmp_path / "must-not-run"))
     assert not result.activated
     assert "systemd is not running here" in result.message
+
+
+# ---- the service user ---------------------------------------------------------------------
+
+def test_install_creates_a_missing_service_user_with_a_useradd_argv(layout, tmp_path):
+    name = "enova-test-nouser"
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+    calls = tmp_path / "useradd-calls"
+    useradd = recording_program(tmp_path / "useradd", calls)
+    result = install(layout, tmp_path / "units", run_as=name, useradd=useradd)
+    groups = service.existing_gpu_groups()
+    assert calls.read_text().splitlines() == [
+        "--system", "--no-create-home", "--home-dir", "/var/lib/enova", "--shell", "/usr/sbin/nologin",
+        "--user-group", *(["--groups", ",".join(groups)] if groups else []), name]
+    assert result.message.startswith(f"created system user {name}")
+    unit = settings(result.unit_path.read_text())
+    assert unit["User"] == [name] and unit["Group"] == [name]
+
+
+def test_an_existing_user_is_not_re_created_or_changed(layout, tmp_path):
+    calls = tmp_path / "useradd-calls"
+    result = install(layout, tmp_path / "units", useradd=recording_program(tmp_path / "useradd", calls))
+    assert not calls.exists()
+    assert "created" not in result.message
+    unit = settings(result.unit_path.read_text())
+    assert unit["User"] == [EXISTING_USER] and unit["Group"] == [primary_group(EXISTING_USER)]
+
+
+def test_a_failing_useradd_is_a_permanent_error_and_writes_no_unit(layout, tmp_path):
+    calls = tmp_path / "useradd-calls"
+    useradd = recording_program(tmp_path / "useradd", calls, exit_code=9)
+    with pytest.raises(PermanentError, match="useradd.*exit 9.*stand-in failed"):
+        install(layout, tmp_path / "units", run_as="enova-test-nouser", useradd=useradd)
+    assert not (tmp_path / "units").exists()
+
+
+def test_a_uid_0_user_is_refused_whatever_its_name(layout, tmp_path, monkeypatch):
+    zero = pwd.getpwuid(0)
+    monkeypatch.setattr(service.pwd, "getpwnam", lambda name: zero)
+    with pytest.raises(UsageError, match="uid 0"):
+        install(layout, tmp_path / "units", run_as="toor")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing directories to another user needs root")
+def test_state_and_cache_named_elsewhere_are_created_and_handed_to_the_user(layout, tmp_path):
+    state, cache = layout["state"], layout["cache"] / "deep"
+    (state / "logs").mkdir(parents=True)
+    (state / "logs" / "gateway.log").write_text("old\n")
+    install(layout, tmp_path / "units", state_dir=state, cache_dir=cache)
+    owner = pwd.getpwnam(EXISTING_USER).pw_uid
+    for path in (state, state / "logs", state / "logs" / "gateway.log", cache):
+        assert path.stat().st_uid == owner, path
+
+
+def test_a_path_the_service_user_cannot_reach_is_refused_before_anything_is_done(layout, tmp_path):
+    private = layout["base"] / "private"
+    (private / "specs").mkdir(parents=True)
+    private.chmod(0o700)
+    calls = tmp_path / "useradd-calls"
+    with pytest.raises(UsageError, match=f"out of reach of the service user.*{private}"):
+        install_service(private / "specs", target_dir=tmp_path / "units", activate=False,
+                        executable=layout["exe"], run_as="enova-test-nouser",
+                        useradd=recording_program(tmp_path / "useradd", calls))
+    assert not calls.exists() and not (tmp_path / "units").exists()
+
+
+def test_a_user_install_neither_creates_a_user_nor_names_one(layout, tmp_path):
+    calls = tmp_path / "useradd-calls"
+    result = install(layout, tmp_path / "units", user=True, run_as="enova-test-nouser",
+                     useradd=recording_program(tmp_path / "useradd", calls))
+    assert not calls.exists()
+    assert "User" not in settings(result.unit_path.read_text())
