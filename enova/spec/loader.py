@@ -5,7 +5,10 @@ against `enova.spec.models`, then checks what spans documents: duplicate names a
 (Deployment.spec.slo, LoadProfile.spec.target, LoadProfile.spec.slo). It keeps going after a
 bad file or document and raises one `SpecError` carrying every issue, each written as
 `specs/llama.yaml:14 spec.replicas: must be >= 0 (got -1)`. The CLI, the planner and the
-reconcile loop call it; it reads the spec files and nothing else.
+reconcile loop call it; it reads the spec files and nothing else. `present_as` reads a copy
+(a git snapshot in a temporary folder) as if it were at the folder it was taken from.
+Checks made later by other layers (vLLM's own engine arguments) locate their issues with
+`Located.issue`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import difflib
 import inspect
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar, Union, get_args
 
@@ -32,11 +35,26 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True)
 class Located(Generic[T]):
-    """A validated document and where it was read: `file` (absolute), `line` (1-based) of its start."""
+    """A validated document and where it was read: `file` (absolute), `line` (1-based) of its start,
+    and `yaml`, the positions of its keys (None for a document built in code, as enode's)."""
 
     doc: T
     file: Path
     line: int
+    yaml: Union[YamlDocument, None] = field(default=None, repr=False, compare=False)
+
+    def line_of(self, path: KeyPath, *, value: bool = False) -> int:
+        """The line of the key `path` (a tuple such as ("spec", "engine", "args", "max_num_seqs")),
+        or of where its value starts with `value`; the nearest ancestor's line when `path` was
+        not written in the file; the document's line without positions."""
+        if self.yaml is None:
+            return self.line
+        position = self.yaml.position(tuple(path))
+        return position.value_line if value else position.key_line
+
+    def issue(self, path: KeyPath, message: str, *, value: bool = False) -> SpecIssue:
+        """A SpecIssue about `path` in this document, named and located as load_specs names its own."""
+        return SpecIssue(_shown(self.file), self.line_of(path, value=value), _dotted(tuple(path)), message)
 
 
 @dataclass(frozen=True)
@@ -58,25 +76,31 @@ class SpecSet:
         return next(iter(self.deployments)) if len(self.deployments) == 1 else None
 
 
-def load_specs(path: Union[Path, str]) -> SpecSet:
+def load_specs(path: Union[Path, str], *, present_as: Union[Path, str, None] = None) -> SpecSet:
     """Read and validate the spec file `path`, or every *.yaml / *.yml file under the directory
     `path` (recursively, in sorted order, skipping hidden files and folders).
 
+    With `present_as`, the files are read from `path` but named as if `path` were `present_as`
+    (a file for a file, a folder for a folder): every Located.file, SpecSet.root and error
+    message, and so every relative path resolved against a spec file's folder (token_file, a
+    ./model folder), is under `present_as`. Nothing under `present_as` is read.
+
     Raises SpecError with every issue found: YAML errors, invalid documents, duplicate names,
     dangling references, a missing path or a directory without spec files."""
-    root = Path(os.path.abspath(os.path.expanduser(path)))
-    files = _spec_files(root)
+    root = _absolute(path)
+    shown_root = _absolute(present_as) if present_as is not None else root
+    files = _spec_files(root, shown_root)
     reader = _Reader()
     for file in files:
-        reader.read(file)
+        reader.read(file, shown_root / file.relative_to(root))
     reader.check_across_documents()
     if reader.issues:
         raise SpecError(reader.issues)
     by_kind: dict[str, dict[str, Located[Any]]] = {kind: {} for kind in DOCUMENT_KINDS}
     for entry in reader.entries:
-        by_kind[entry.kind][entry.name] = Located(entry.model, entry.file, entry.yaml.line)
+        by_kind[entry.kind][entry.name] = Located(entry.model, entry.file, entry.yaml.line, entry.yaml)
     return SpecSet(
-        root=root,
+        root=shown_root,
         deployments=dict(sorted(by_kind["Deployment"].items())),
         slos=dict(sorted(by_kind["SLO"].items())),
         load_profiles=dict(sorted(by_kind["LoadProfile"].items())),
@@ -84,17 +108,21 @@ def load_specs(path: Union[Path, str]) -> SpecSet:
     )
 
 
-def _spec_files(root: Path) -> list[Path]:
+def _absolute(path: Union[Path, str]) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def _spec_files(root: Path, shown_root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise SpecError([SpecIssue(_shown(root), 0, "", "no such file or directory")])
+        raise SpecError([SpecIssue(_shown(shown_root), 0, "", "no such file or directory")])
     files = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         files += [Path(folder, name) for name in names if name.endswith(SPEC_SUFFIXES) and not name.startswith(".")]
     if not files:
-        raise SpecError([SpecIssue(_shown(root), 0, "", "no spec files (*.yaml, *.yml) in this directory")])
+        raise SpecError([SpecIssue(_shown(shown_root), 0, "", "no spec files (*.yaml, *.yml) in this directory")])
     return sorted(files)
 
 
@@ -139,8 +167,9 @@ class _Reader:
         self.entries: list[_Entry] = []  # valid documents
         self.declared: list[_Entry] = []  # every document with a kind and a name, valid or not
 
-    def read(self, file: Path) -> None:
-        shown = _shown(file)
+    def read(self, file: Path, presented: Path) -> None:
+        """Read `file`, naming it `presented` (the same path unless load_specs' present_as)."""
+        shown = _shown(presented)
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
@@ -155,7 +184,7 @@ class _Reader:
                 message = "a document must be a mapping with apiVersion, kind, metadata and spec"
                 self.issues.append(SpecIssue(shown, document.line, "", f"{message} (got {_got(document.data)})"))
                 continue
-            self._validate(file, shown, document)
+            self._validate(presented, shown, document)
 
     def _validate(self, file: Path, shown: str, document: YamlDocument) -> None:
         data = document.data
