@@ -79,7 +79,8 @@ def make_state(state: Path, names: list[str], pids: list[int]) -> None:
             config["engine"]["args"]["max_num_seqs"] = 16
         pid = pids[i % len(pids)]
         store.write_replica(ReplicaRecord(
-            id=f"{name}-000001", deployment=name, pid=pid, create_time=psutil.Process(pid).create_time(),
+            id=f"{name}-000001", deployment=name,
+            handle={"pid": pid, "create_time": psutil.Process(pid).create_time()},
             host="127.0.0.1", port=20000 + i, config_hash=config_hash(config), config=config,
             argv=["vllm"], log="/dev/null", state="ready", started_at=time.time() - 60))
 
@@ -123,13 +124,15 @@ def main() -> None:
 
             # in-process split
             os.environ["ENOVA_STATE_DIR"] = str(base / "state")
-            from enova.observe.world import observe
+            from enova.runtime.local import LocalRuntime
+            from enova.runtime.world import observe
             from enova.plan.desired import desired_state
             from enova.plan.diff import compute_plan
             from enova.plan.render import render_text
             from enova.spec.loader import load_specs
             t0 = time.perf_counter(); specs = load_specs(base / "specs")
-            t1 = time.perf_counter(); observed = observe(StateStore(base / "state"))
+            t1 = time.perf_counter(); store = StateStore(base / "state")
+            observed = observe(store, LocalRuntime(store), now=time.time()).deployments
             t2 = time.perf_counter(); plan = compute_plan(desired_state(specs), observed)
             t3 = time.perf_counter(); text = render_text(plan)
             t4 = time.perf_counter()

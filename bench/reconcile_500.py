@@ -29,7 +29,8 @@ import psutil  # noqa: E402
 
 from diff_500 import make_specs  # noqa: E402
 from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore  # noqa: E402
-from enova.observe.world import observe  # noqa: E402
+from enova.runtime.local import LocalRuntime  # noqa: E402
+from enova.runtime.world import observe  # noqa: E402
 from enova.plan.desired import desired_state  # noqa: E402
 from enova.plan.diff import compute_plan  # noqa: E402
 from enova.reconcile.controller import Reconciler  # noqa: E402
@@ -54,16 +55,19 @@ def main() -> None:
             for i, (name, want) in enumerate(desired_state(specs).items()):
                 pid = sleepers[i % 5].pid
                 store.write_deployment(DeploymentRecord(name=name, replicas=want.replicas, config_hash=want.config_hash,
-                                                        config=want.config, applied_at=0))
+                                                        config=want.config, applied_at=0, serving=want.serving,
+                                                        settings=want.settings))
                 for k in range(want.replicas):
                     store.write_replica(ReplicaRecord(
-                        id=f"{name}-{k:06d}", deployment=name, pid=pid, create_time=psutil.Process(pid).create_time(),
+                        id=f"{name}-{k:06d}", deployment=name,
+                        handle={"pid": pid, "create_time": psutil.Process(pid).create_time()},
                         host="127.0.0.1", port=1 + (i % 50), config_hash=want.config_hash, config=want.config,
                         argv=[], log="/dev/null", state="ready", started_at=time.time()))
             settings = Settings(state_dir=base / "state", cache_dir=base / "cache")
 
             t0 = time.perf_counter()
-            plan = compute_plan(desired_state(load_specs(base / "specs")), observe(store))
+            plan = compute_plan(desired_state(load_specs(base / "specs")),
+                               observe(store, LocalRuntime(store), now=time.time()).deployments)
             baseline = time.perf_counter() - t0
             assert not plan.has_changes, plan.summary()
 

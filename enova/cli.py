@@ -37,6 +37,7 @@ class Output(str, Enum):
 
 class _State:
     settings: Settings
+    state_dir_given: bool = False
 
 
 _state = _State()
@@ -70,6 +71,7 @@ def main_options(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _state.settings = Settings.from_env(state_dir)
+    _state.state_dir_given = state_dir is not None
 
 
 SpecsArg = Annotated[Path, typer.Argument(help="A spec file or a directory of them (read recursively).")]
@@ -78,23 +80,31 @@ OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json.
 
 
 def _load(path: Path):
+    from enova.engines.argspec import validate_engine_args
     from enova.spec.loader import load_specs
-    return load_specs(path)
+    specs = load_specs(path)
+    validate_engine_args(specs, _state.settings.cache_dir)
+    return specs
+
+
+def _runtime(store):
+    from enova.runtime.local import LocalRuntime
+    return LocalRuntime(store, progress=_progress)
 
 
 def _observe():
     from enova.observe.state import StateStore
-    from enova.observe.world import observe, observe_gateway
+    from enova.runtime.world import observe
     store = StateStore(_state.settings.state_dir)
-    return store, (observe(store), observe_gateway(store))
+    runtime = _runtime(store)
+    return store, runtime, observe(store, runtime, now=time.time())
 
 
-def _plan(specs, observed, prune: bool):
+def _plan(specs, world, prune: bool):
     from enova.plan.desired import desired_gateway, desired_state
     from enova.plan.diff import compute_plan
-    deployments, gateway = observed
-    return compute_plan(desired_state(specs), deployments, prune=prune, gateway=desired_gateway(specs),
-                        observed_gateway=gateway)
+    return compute_plan(desired_state(specs), world.deployments, prune=prune, gateway=desired_gateway(specs),
+                        observed_gateway=world.gateway)
 
 
 def _render(plan, output: Output) -> str:
@@ -126,8 +136,8 @@ def diff(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.te
     """Show the plan. Exit 0 = in sync, 1 = changes pending, 2 = error."""
     try:
         spec_set = _load(specs)
-        _, observed = _observe()
-        plan = _plan(spec_set, observed, prune)
+        _, _, world = _observe()
+        plan = _plan(spec_set, world, prune)
     except EnovaError as exc:
         raise _fail(exc, 2)
     sys.stdout.write(_render(plan, output))
@@ -142,13 +152,13 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
     try:
         spec_set = _load(specs)
         with StateLock(_state.settings.state_dir, "enova apply"):
-            store, observed = _observe()
-            plan = _plan(spec_set, observed, prune)
+            store, runtime, world = _observe()
+            plan = _plan(spec_set, world, prune)
             sys.stdout.write(_render(plan, output))
             sys.stdout.flush()
             if not plan.has_changes:
                 return
-            applier = Applier(store=store, settings=_state.settings, specs=spec_set, progress=_progress)
+            applier = Applier(store=store, settings=_state.settings, runtime=runtime, progress=_progress)
             began = time.monotonic()
             applier.preflight(plan)
             result = applier.apply(plan)
@@ -174,7 +184,7 @@ def delete(name: Annotated[str, typer.Argument(help="The deployment to stop.")])
             if name not in store.deployment_names():
                 known = ", ".join(store.deployment_names()) or "none"
                 raise UsageError(f"no deployment named {name!r} (running: {known})")
-            applier = Applier(store=store, settings=_state.settings, specs=None, progress=_progress)
+            applier = Applier(store=store, settings=_state.settings, runtime=_runtime(store), progress=_progress)
             stopped = applier.delete(name)
             applier.stop_gateway_if_idle()
     except EnovaError as exc:
@@ -298,13 +308,22 @@ def service_install(
     specs: SpecsArg,
     user: Annotated[bool, typer.Option("--user", help="A user unit (~/.config/systemd/user) instead of a system one.")] = False,
     interval: Annotated[str, typer.Option("--interval", help="The reconciler's --interval.")] = "30s",
+    run_as: Annotated[str, typer.Option("--run-as", help="The unprivileged user a system unit runs as "
+                                        "(created as a system user when missing; never root).")] = "enova",
 ) -> None:
     """Write enova-reconcile.service (Type=notify, watchdog, KillMode=process so replicas outlive
     the controller) and enable and start it when systemd runs."""
+    import os
+
     from enova.reconcile.service import install_service
+    # a system unit keeps its state under /var/lib/enova and /var/cache/enova unless the user chose
+    # directories (the invoking user's own, such as root's, are out of the service user's reach)
+    chosen_state = user or _state.state_dir_given or bool(os.environ.get("ENOVA_STATE_DIR"))
+    chosen_cache = user or bool(os.environ.get("ENOVA_CACHE_DIR"))
     try:
         result = install_service(specs, user=user, interval=_duration(interval, "--interval"),
-                                 state_dir=_state.settings.state_dir, cache_dir=_state.settings.cache_dir)
+                                 state_dir=_state.settings.state_dir if chosen_state else None,
+                                 cache_dir=_state.settings.cache_dir if chosen_cache else None, run_as=run_as)
     except EnovaError as exc:
         raise _fail(exc)
     print(f"{result.unit_path}: {result.message}")
@@ -323,120 +342,36 @@ def service_uninstall(
     print(f"{result.unit_path}: {result.message}")
 
 
-def _uptime(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
 @app.command()
 def status(specs: Annotated[Optional[Path], typer.Argument(
                help="Specs to compare with (sync status); without them sync is Unknown.")] = None,
            output: OutputOpt = Output.text) -> None:
-    """Per deployment: sync status and health status; per replica: pid, port, health, uptime, config."""
-    from enova.observe.gpus import gpu_inventory
+    """Per deployment: sync status and health status; per replica: where it runs, port, health,
+    uptime, config. Without specs, compares with what a running reconciler enforces."""
     from enova.observe.state import StateStore
-    from enova.observe.world import observe_details, observe_gateway
-    from enova.plan.model import ObservedDeployment
-    from enova.plan.status import deployment_statuses
     from enova.reconcile.controller import read_status
+    from enova.status import build_status, render_text
     controller = read_status(_state.settings.state_dir)
     implicit = specs is None and bool(controller and controller.get("alive"))
     if implicit:
         specs = Path(controller["specs"])  # compare with what the running reconciler enforces
+    spec_set, spec_error = None, None
     try:
-        try:
-            spec_set = _load(specs) if specs is not None else None
-        except EnovaError:
-            if not implicit:
-                raise
-            spec_set = None  # the reconciler reports the spec error itself (shown below)
+        if specs is not None:
+            try:
+                spec_set = _load(specs)
+            except EnovaError as exc:
+                if not implicit:
+                    raise
+                spec_error = str(exc)  # the reconciler reports the spec error itself (shown below)
         store = StateStore(_state.settings.state_dir)
-        details = observe_details(store, probe_health=True)
-        observed = {n: ObservedDeployment(n, tuple(d.observed for d in ds)) for n, ds in details.items()}
-        gateway = observe_gateway(store)
-        plan = _plan(spec_set, (observed, gateway), False) if spec_set is not None else None
+        view = build_status(store, _runtime(store), spec_set, reconciler=controller, spec_error=spec_error)
     except EnovaError as exc:
         raise _fail(exc)
-    statuses = deployment_statuses(plan, observed)
-    subjects = (controller or {}).get("subjects", {}) if controller and controller.get("alive") else {}
-    gpus = gpu_inventory()
-    now = time.time()
-    gateway_record = store.read_gateway()
-    gateway_info = None
-    if gateway_record is not None:
-        change = plan.gateway_change if plan else None
-        gateway_info = {
-            "pid": gateway_record.pid, "host": gateway_record.config["host"], "port": gateway_record.config["port"],
-            "alive": bool(gateway and gateway.alive), "detail": gateway.detail if gateway else "",
-            "config_hash": gateway_record.config_hash, "log": gateway_record.log,
-            "uptime_seconds": round(now - gateway_record.started_at, 1),
-            "sync": ("Unknown" if change is None and plan is None else
-                     "Synced" if change is not None and change.action.value == "noop" else "OutOfSync"),
-        }
-
-    def replica_rows(name: str) -> list[dict]:
-        rows = []
-        for d in details.get(name, []):
-            r, o = d.record, d.observed
-            health = "exited" if not o.alive else ("healthy" if o.healthy else
-                                                   ("starting" if r.state == "starting" else "unhealthy"))
-            rows.append({"id": r.id, "pid": r.pid, "port": r.port, "host": r.host, "state": o.state.value,
-                         "health": health, "detail": o.detail, "uptime_seconds": round(now - r.started_at, 1),
-                         "config_hash": r.config_hash, "cpus": r.cpus, "gpus": r.gpus, "log": r.log})
-        return rows
-
     if output is Output.json:
-        print(json.dumps({
-            "state_dir": str(_state.settings.state_dir),
-            "gateway": gateway_info,
-            "reconciler": controller,
-            "gpus": {"available": gpus.available, "description": gpus.describe(),
-                     "devices": [g.__dict__ for g in gpus.gpus]},
-            "deployments": [{
-                "name": s.name,
-                "sync": {"status": s.sync.value, "reason": s.sync_reason},
-                "health": {"status": s.health.value, "reason": s.health_reason},
-                "replicas": {"desired": s.desired, "running": s.running},
-                "reconciler": subjects.get(s.name),
-                "config_hash": plan.desired[s.name].config_hash if plan and s.name in plan.desired else None,
-                "replica_details": replica_rows(s.name),
-            } for s in statuses],
-        }, indent=2))
-        return
-    if controller:
-        git = controller.get("git") or {}
-        where = f", specs {git.get('short')}" if git else ""
-        state = f"running (pid {controller['pid']})" if controller.get("alive") else "not running (last status shown)"
-        print(f"reconciler: {state}{where}" + (f"; SPECS INVALID: {controller['spec_error']}"
-                                                if controller.get("spec_error") else ""))
-    if gateway_info:
-        state = "running" if gateway_info["alive"] else f"not running ({gateway_info['detail']})"
-        print(f"gateway: {state} on {gateway_info['host']}:{gateway_info['port']} (pid {gateway_info['pid']}, "
-              f"up {_uptime(gateway_info['uptime_seconds'])}); sync {gateway_info['sync']}")
-    if not statuses:
-        print("No deployments.")
-    for s in statuses:
-        desired = "-" if s.desired is None else str(s.desired)
-        print(f"{s.name}: sync {s.sync.value} ({s.sync_reason}); health {s.health.value} "
-              f"({s.health_reason}); replicas {s.running}/{desired}")
-        sub = subjects.get(s.name)
-        if sub:
-            print(f"  reconciler: {sub['condition']} ({sub['reason']}: {sub['message']}); "
-                  f"applied {sub['last_applied'] or '-'}" + (f" at {sub['revision']}" if sub.get('revision') else "")
-                  + f", attempted {sub['last_attempted'] or '-'}")
-        rows = replica_rows(s.name)
-        if rows:
-            print(f"  {'REPLICA':<22} {'PID':>7} {'PORT':>6} {'HEALTH':<10} {'UPTIME':>8} {'CONFIG':<13} WHERE")
-            for r in rows:
-                where = ("cpus " + ",".join(map(str, r["cpus"]))) if r["cpus"] else ("gpus " + ",".join(r["gpus"]))
-                health = r["health"] + (f" ({r['detail']})" if r["detail"] else "")
-                print(f"  {r['id']:<22} {r['pid']:>7} {r['port']:>6} {health:<10} "
-                      f"{_uptime(r['uptime_seconds']):>8} {r['config_hash']:<13} {where}")
-    print(f"GPUs: {gpus.describe()}")
+        print(json.dumps(view.to_dict(), indent=2))
+    else:
+        sys.stdout.write(render_text(view))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ Called by the CLI; tests call `run_enode` with their own stop event.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from threading import Event
@@ -20,12 +21,14 @@ from pydantic import ValidationError
 
 from enova.errors import EnovaError, UsageError
 from enova.observe.state import StateStore
-from enova.observe.world import observe, observe_gateway
 from enova.plan.desired import desired_gateway, desired_state
 from enova.plan.diff import compute_plan
 from enova.settings import Settings
 from enova.spec.loader import Located, SpecSet
 from enova.spec.models import Deployment, Gateway, classify_model
+
+from enova.runtime.local import LocalRuntime
+from enova.runtime.world import observe
 
 from .executor import Applier
 from .gateway import stop_gateway
@@ -116,10 +119,12 @@ def run_enode(specs: SpecSet, settings: Settings, stop: Event, progress: Progres
     store = StateStore(settings.state_dir / "enode" / str(port))
     from enova.observe.lock import StateLock
     with StateLock(store.root, "enova enode run"):
-        applier = Applier(store=store, settings=settings, specs=specs, progress=progress, stop=stop)
+        runtime = LocalRuntime(store, progress=progress)
+        applier = Applier(store=store, settings=settings, runtime=runtime, progress=progress, stop=stop)
         try:
-            plan = compute_plan(desired_state(specs), observe(store), prune=True,
-                                gateway=desired_gateway(specs), observed_gateway=observe_gateway(store))
+            world = observe(store, runtime, now=time.time())
+            plan = compute_plan(desired_state(specs), world.deployments, prune=True,
+                                gateway=desired_gateway(specs), observed_gateway=world.gateway)
             applier.preflight(plan)
             result = applier.apply(plan)
             if result.failed:

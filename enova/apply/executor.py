@@ -1,12 +1,16 @@
-"""Carrying out a Plan on the local runtime.
+"""Carrying out a Plan through a runtime (enova.runtime): the plan carries everything needed.
 
-`Applier.preflight` checks everything that can be checked before a process is touched
-(engine installed, GPUs present, enough CPU cores, every model resolvable — converting a
-builtin model once if needed); `Applier.apply` then executes the changes: deletes first,
-then scales, replaces and creates. A replace is rolling: each new replica is started and
-healthy before an old one is stopped, so a deployment keeps serving. One deployment's
-failure does not stop the others; all failures are reported together at the end.
-Called by the CLI (apply, delete) and, later, the reconciler.
+`Applier.preflight` checks everything that can be checked before anything is touched (engine
+installed, impossible resources, GPUs present, enough CPU cores, the gateway's new settings,
+every model resolvable — converting a builtin model once if needed); `Applier.apply` then
+executes the changes: deletes first, then scales, updates, replaces and creates. Rules:
+- a ready replica of a deployment that wants replicas is never stopped before a successor (a
+  waited-for starting replica, or a new one) is ready: a replace is rolling;
+- replicas an interrupted run left starting are adopted (waited for, recorded ready), not
+  restarted; if enova is stopped while waiting, they are left starting for the next run;
+- the deployment record (in-place fields: serving, startup timeout, slo) is written first.
+One deployment's failure does not stop the others; failures are reported together at the end.
+Called by the CLI (apply, delete), enode and the reconciler.
 """
 
 from __future__ import annotations
@@ -17,38 +21,41 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from threading import Event
 
-from enova.engines.vllm import device_for, engine_problem, render_launch
+from enova.engines.vllm import device_for, engine_problem, launch_problems, render_launch
 from enova.errors import EnovaError, PermanentError
 from enova.modelstore import ResolvedModel, resolve_model
 from enova.observe.gpus import GpuInventory, gpu_inventory
-from enova.observe.processes import check_process
+from enova.observe.ports import port_is_free
 from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore
-from enova.plan.desired import serving_of
 from enova.plan.model import GATEWAY, Action, Change, DesiredDeployment, Plan
+from enova.runtime.base import Endpoint, ReplicaStartError, Runtime, StartInterrupted, StartRequest
+from enova.runtime.local import LocalRuntime
 from enova.settings import Settings
-from enova.spec.loader import SpecSet
 
-from .gateway import Drainer, spawn_gateway, stop_gateway, wait_gateway
-from .local import LocalRuntime, new_replica_id, port_is_free
+from .gateway import Drainer, GatewayConverger, stop_gateway
 from .resources import choose_cpus, choose_gpus, choose_port
 
 Progress = Callable[[str], None]
-PHASES = {Action.DELETE: 0, Action.SCALE: 1, Action.REPLACE: 2, Action.CREATE: 3, Action.NOOP: 4}
+PHASES = {Action.DELETE: 0, Action.SCALE: 1, Action.UPDATE: 2, Action.REPLACE: 3, Action.CREATE: 4, Action.NOOP: 5}
 STOP_GRACE = 30.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
-# Choosing a port and cores and recording the new replica must be one step: the reconciler
+READY_POLL = 0.1
+# Choosing a port, cores and GPUs and recording the new replica must be one step: the reconciler
 # runs passes for different deployments in parallel threads of one process.
 _ALLOCATION = threading.Lock()
 
 
-def _order(change: Change) -> tuple[int, int, str]:
+def _order(change: Change) -> tuple[int, str]:
     """The gateway comes up before the replicas it serves and goes away after them."""
     if change.kind == GATEWAY:
-        return (9, 0, "") if change.action is Action.DELETE else (-1, 0, "")
-    return (PHASES[change.action], 0, change.deployment)
+        return (9, "") if change.action is Action.DELETE else (-1, "")
+    return (PHASES[change.action], change.deployment)
+
+
+def new_replica_id(deployment: str) -> str:
+    return f"{deployment}-{os.urandom(3).hex()}"
 
 
 @dataclass
@@ -72,7 +79,8 @@ class ApplyResult:
         done = [o for o in self.outcomes if o.ok and o.action is not Action.NOOP]
         counts = {a: sum(1 for o in done if o.action is a) for a in Action}
         text = (f"Apply complete: {counts[Action.CREATE]} created, {counts[Action.REPLACE]} replaced, "
-                f"{counts[Action.SCALE]} scaled, {counts[Action.DELETE]} deleted")
+                f"{counts[Action.SCALE]} scaled, {counts[Action.UPDATE]} updated in place, "
+                f"{counts[Action.DELETE]} deleted")
         if self.failed:
             text += f", {len(self.failed)} failed"
         return text + "."
@@ -83,25 +91,41 @@ def host_cpus() -> list[int]:
 
 
 class Applier:
-    def __init__(self, *, store: StateStore, settings: Settings, specs: SpecSet | None,
+    def __init__(self, *, store: StateStore, settings: Settings, runtime: Runtime | None = None,
                  progress: Progress = lambda m: None,
                  resolve: Callable[..., ResolvedModel] = resolve_model,
                  inventory: Callable[[], GpuInventory] = gpu_inventory,
+                 engine_check: Callable[[str], str | None] = engine_problem,
+                 cpus: Callable[[], list[int]] = host_cpus,
+                 port_free: Callable[[str, int], bool] = port_is_free,
+                 gateway: GatewayConverger | None = None,
                  host: str = "127.0.0.1", stop: Event | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], bool] | None = None):
         self.store = store
         self.settings = settings
-        self.specs = specs
         self.progress = progress
         self.resolve = resolve
         self._inventory_fn = inventory
         self._inventory: GpuInventory | None = None
+        self.engine_check = engine_check
+        self.host_cpus = cpus
+        self.port_free = port_free
         self.host = host
         self.stop_event = stop
         self.clock = clock
-        self.runtime = LocalRuntime(store, clock=clock, progress=progress)
+        self.sleep = sleep or self._default_sleep
+        self.runtime = runtime or LocalRuntime(store, clock=clock, progress=progress)
+        self.gateway = gateway or GatewayConverger(store, progress=progress, clock=clock)
         self.drainer = Drainer(store, progress)
         self.models: dict[str, ResolvedModel] = {}
+
+    def _default_sleep(self, seconds: float) -> bool:
+        """Sleep; True when enova is asked to stop."""
+        if self.stop_event is not None:
+            return self.stop_event.wait(seconds)
+        time.sleep(seconds)
+        return False
 
     # ---- checks before anything starts -------------------------------------------------
     def inventory(self) -> GpuInventory:
@@ -109,19 +133,18 @@ class Applier:
             self._inventory = self._inventory_fn()
         return self._inventory
 
-    def _spec_dir(self, name: str) -> Path:
-        assert self.specs is not None
-        return Path(self.specs.deployments[name].file).resolve().parent
-
     def preflight(self, plan: Plan) -> None:
-        """Raise PermanentError naming every problem if the plan cannot be carried out.
-        May block while a builtin model is fetched and converted (first use only)."""
+        """Raise PermanentError naming every problem if the plan cannot be carried out; nothing
+        is touched before. May block while a builtin model is fetched and converted (first use);
+        a model hub that cannot be reached is a TemporaryError."""
         problems: list[str] = []
-        starting = [c for c in plan.deployment_changes if c.start > 0]
+        starting = [c for c in plan.deployment_changes if c.start > 0 or c.roll]
         for device in sorted({device_for(plan.desired[c.deployment].config) for c in starting}):
-            problem = engine_problem(device)
+            problem = self.engine_check(device)
             if problem:
                 problems.append(problem)
+        for c in starting:
+            problems += [f"{c.deployment}: {p}" for p in launch_problems(plan.desired[c.deployment].config)]
         cpu_demand = 0
         for c in plan.deployment_changes:
             want = plan.desired.get(c.deployment)
@@ -129,26 +152,27 @@ class Applier:
                 cpu_demand += want.replicas * want.config["resources"]["cpus"]
             elif want is None and c.orphaned:
                 cpu_demand += sum(len(r.cpus) for r in self.store.replicas(c.deployment))
-        if cpu_demand > len(host_cpus()):
+        if cpu_demand > len(self.host_cpus()):
             problems.append(
                 f"the specs bind {cpu_demand} CPU core(s) (replicas x resources.cpus of the CPU "
-                f"engine) but this host has {len(host_cpus())}")
+                f"engine) but this host has {len(self.host_cpus())}")
         for c in starting:
-            want = plan.desired[c.deployment]
-            gpus = want.config["resources"]["gpus"]
+            gpus = plan.desired[c.deployment].config["resources"]["gpus"]
             if gpus and not self.inventory().available:
                 problems.append(f"{c.deployment}: resources.gpus is {gpus} but this host has "
                                 f"{self.inventory().describe()}")
+        if plan.gateway_change is not None:
+            problems += [f"gateway: {p}" for p in self.gateway.check(plan.gateway_change, plan.gateway)]
         if problems:
             raise PermanentError("cannot apply:\n" + "\n".join(f"  {p}" for p in problems))
         for c in starting:
             want = plan.desired[c.deployment]
             try:
                 self.models[c.deployment] = self.resolve(
-                    want.config["model"], base_dir=self._spec_dir(c.deployment),
+                    want.config["model"], base_dir=want.base_dir or os.getcwd(),
                     cache_dir=self.settings.cache_dir,
                     progress=lambda m, n=c.deployment: self.progress(f"{n}: {m}"))
-            except EnovaError as exc:
+            except PermanentError as exc:
                 problems.append(f"{c.deployment}: model {want.config['model']}: {exc}")
         if problems:
             raise PermanentError("cannot apply:\n" + "\n".join(f"  {p}" for p in problems))
@@ -157,192 +181,209 @@ class Applier:
     def apply(self, plan: Plan) -> ApplyResult:
         """Execute every change; blocks until replicas are healthy or have failed."""
         result = ApplyResult()
-        self._default = next((n for n, d in (self.specs.deployments.items() if self.specs else ())
-                              if d.doc.spec.serving.default), None)
-        if self._default is None and len(plan.desired) == 1:
-            self._default = next(iter(plan.desired))
-        self._gateway_pending = None
+        pending = None
+        gateway_change = None
         for change in sorted(plan.changes, key=_order):
             if change.orphaned:
                 continue
             try:
                 if change.kind == GATEWAY:
-                    message = self._apply_gateway(change, plan)
+                    gateway_change = change
+                    pending = self.gateway.begin(change, plan.gateway)
+                    message = change.reason
                 else:
-                    message = self._apply_change(change, plan.desired.get(change.deployment))
+                    message = self.apply_change(change, plan.desired.get(change.deployment))
                 result.outcomes.append(Outcome(change.deployment, change.action, True, message))
             except EnovaError as exc:
                 self.progress(f"{change.deployment}: FAILED: {exc}")
                 result.outcomes.append(Outcome(change.deployment, change.action, False, str(exc), exc))
-        if self._gateway_pending is not None:
-            change, record = self._gateway_pending
+        if pending is not None and gateway_change is not None:
             try:
-                wait_gateway(self.store, record)
-                self.progress(f"gateway: listening on {record.config['host']}:{record.config['port']} "
-                              f"(pid {record.pid})")
+                self.progress(f"gateway: {self.gateway.finish(pending)}")
             except EnovaError as exc:
                 self.progress(f"gateway: FAILED: {exc}")
                 result.outcomes = [o for o in result.outcomes if o.deployment != GATEWAY]
-                result.outcomes.append(Outcome(GATEWAY, change.action, False, str(exc), exc))
+                result.outcomes.append(Outcome(GATEWAY, gateway_change.action, False, str(exc), exc))
         return result
 
-    def _records(self, name: str) -> dict[str, ReplicaRecord]:
-        return {r.id: r for r in self.store.replicas(name)}
-
-    def _apply_change(self, change: Change, want: DesiredDeployment | None) -> str:
+    def apply_change(self, change: Change, want: DesiredDeployment | None) -> str:
+        """Carry out one deployment's change. Raises EnovaError (ReplicaStartError when a replica
+        crashed or never became healthy; StartInterrupted when asked to stop while waiting)."""
         name = change.deployment
-        records = self._records(name)
+        records = {r.id: r for r in self.store.replicas(name)}
         for rid in change.forget:
             if rid in records:
                 self.progress(f"{name}: forgetting exited replica {rid}")
-                self.runtime.forget(records[rid])
+                self.runtime.forget(records.pop(rid))
         if change.action is Action.DELETE:
             for rid in change.stop:
-                self._stop(records[rid])
+                if rid in records:
+                    self._stop(records[rid], self._drain_timeout(name))
             self.store.remove_deployment(name)
             return f"deleted {len(change.stop)} replica(s)"
         assert want is not None
-        serving = (serving_of(self.specs.deployments[name].doc.spec, name == self._default)
-                   if self.specs and name in self.specs.deployments else {})
         self.store.write_deployment(DeploymentRecord(
             name=name, replicas=want.replicas, config_hash=want.config_hash, config=want.config,
-            applied_at=self.clock(), source=want.source, serving=serving))
+            applied_at=self.clock(), source=want.source, serving=dict(want.serving),
+            settings=dict(want.settings)))
         if change.action is Action.NOOP:
             return change.reason
-        timeout = self.specs.deployments[name].doc.spec.engine.startup_timeout if self.specs else 600.0
+        for rid in change.stop:  # failed, left stopping, or surplus: none is needed for serving
+            if rid in records:
+                self._stop(records.pop(rid), want.drain_timeout)
+        waiting = [records[rid] for rid in change.wait if rid in records]
         to_start = change.start
-        if change.action is Action.REPLACE:
-            for rid in change.stop:
-                old = records[rid]
-                if to_start > 0 and old.config_hash != want.config_hash:
-                    self._roll(want, old, timeout)
-                    to_start -= 1
-                else:
-                    self._stop(old)
-        else:
-            for rid in change.stop:
-                self._stop(records[rid])
-        if to_start > 0:
-            self._start_many(want, to_start, timeout)
+        errors: list[EnovaError] = []
+        for rid in change.roll:
+            old = records.get(rid)
+            if old is None:
+                continue
+            if want.replicas == 0 or old.state != "ready":
+                self._stop(old, want.drain_timeout)
+            elif waiting:
+                self._await(waiting.pop(0))   # raises: the old replica keeps serving
+                self._stop(old, want.drain_timeout)
+            elif to_start > 0:
+                self._roll(want, old)
+                to_start -= 1
+            else:
+                self._stop(old, want.drain_timeout)  # more stale replicas than wanted
+        started = [self._spawn(want) for _ in range(to_start)]
+        errors += self._await_all(waiting + started)
+        if errors:
+            if any(isinstance(e, StartInterrupted) for e in errors):
+                raise next(e for e in errors if isinstance(e, StartInterrupted))
+            if len(errors) == 1:
+                raise errors[0]
+            raise ReplicaStartError(f"{name}: {len(errors)} replicas failed to start:\n"
+                                    + "\n".join(str(e) for e in errors))
         return change.reason
 
-    def _roll(self, want: DesiredDeployment, old: ReplicaRecord, timeout: float) -> None:
-        """Replace one replica: start its successor on the same cores, wait until it is
-        healthy, then stop the old one. On GPUs, where two replicas cannot share devices,
-        the old one is stopped first when no free GPU is left."""
-        gpus_needed = want.config["resources"]["gpus"]
-        if gpus_needed:
-            used = self._used_gpus()
-            free = [g.uuid for g in self.inventory().gpus if g.uuid not in used]
-            if len(free) < gpus_needed:
-                self.progress(f"{want.name}: no free GPU for a surge replica; stopping {old.id} first")
-                self._stop(old)
-                self._start_many(want, 1, timeout)
-                return
-        new = self._spawn(want, prefer_cpus=old.cpus, releasing={old.id})
-        self._await(new, timeout)
-        self._stop(old)
+    def _roll(self, want: DesiredDeployment, old: ReplicaRecord) -> None:
+        """Replace one ready replica: start its successor (on the same cores), wait until it is
+        healthy, then stop the old one. On GPUs, where two replicas cannot share devices, the
+        old one is stopped first when no free GPU is left (decided under the allocation lock)."""
+        new = self._spawn(want, prefer_cpus=old.cpus, releasing={old.id}, surge=True)
+        if new is None:
+            self.progress(f"{want.name}: no free GPU for a surge replica; stopping {old.id} first")
+            self._stop(old, want.drain_timeout)
+            self._await(self._spawn(want))
+            return
+        self._await(new)
+        self._stop(old, want.drain_timeout)
 
-    def _start_many(self, want: DesiredDeployment, count: int, timeout: float) -> None:
-        records = [self._spawn(want) for _ in range(count)]
-        errors: list[EnovaError] = []
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            for fut in [pool.submit(self._await, r, timeout) for r in records]:
+    def _await_all(self, records: list[ReplicaRecord]) -> list[EnovaError]:
+        if not records:
+            return []
+        if len(records) == 1:
+            try:
+                self._await(records[0])
+                return []
+            except EnovaError as exc:
+                return [exc]
+        errors = []
+        with ThreadPoolExecutor(max_workers=len(records)) as pool:
+            for fut in [pool.submit(self._await, r) for r in records]:
                 try:
                     fut.result()
                 except EnovaError as exc:
                     errors.append(exc)
-        if errors:
-            raise errors[0] if len(errors) == 1 else PermanentError("\n".join(str(e) for e in errors))
+        return errors
 
-    def _await(self, record: ReplicaRecord, timeout: float) -> None:
+    def _await(self, record: ReplicaRecord) -> None:
+        """Block until the replica answers /health (then record it ready), it exits, its start
+        timeout (counted from its start, so an adopted replica gets only what is left) passes, or
+        enova is asked to stop. On exit or timeout it is stopped and ReplicaStartError raised with
+        its last log lines; on a stop request it is left running and StartInterrupted raised."""
         began = time.monotonic()
-        try:
-            self.runtime.wait_ready(record, timeout, stop=self.stop_event)
-        except EnovaError:
-            self.runtime.stop(record, grace=10)
-            raise
-        self.progress(f"{record.deployment}: replica {record.id} ready on {record.host}:{record.port} "
-                      f"in {time.monotonic() - began:.1f} s")
-
-    def _apply_gateway(self, change: Change, plan: Plan) -> str:
-        existing = self.store.read_gateway()
-        if existing is not None and (change.stop or change.forget):
-            self.progress(f"gateway: stopping pid {existing.pid} ({change.reason})")
-            stop_gateway(self.store, existing)
-        if change.start:
-            # spawned now, waited for after the replicas were started: the two start-ups overlap
-            assert plan.gateway is not None
-            record = spawn_gateway(self.store, plan.gateway.config, plan.gateway.config_hash, clock=self.clock)
-            self._gateway_pending = (change, record)
-        return change.reason
+        deadline = record.started_at + record.start_timeout
+        while True:
+            alive = self.runtime.liveness(record)
+            if not alive.alive:
+                self.runtime.forget(record)
+                raise ReplicaStartError(
+                    f"{record.deployment}: replica {record.id} exited before becoming healthy "
+                    f"({alive.detail}); last lines of {record.log}:\n{self.runtime.log_tail(record)}")
+            if self.runtime.probe([record]).get(record.id):
+                record.state, record.ready_at = "ready", self.clock()
+                self.store.write_replica(record)
+                self.progress(f"{record.deployment}: replica {record.id} ready on {record.host}:{record.port} "
+                              f"in {time.monotonic() - began:.1f} s")
+                return
+            if self.clock() >= deadline:
+                tail = self.runtime.log_tail(record)
+                self.runtime.stop(record, grace=10)
+                raise ReplicaStartError(
+                    f"{record.deployment}: replica {record.id} was not healthy {record.start_timeout:.0f} s "
+                    f"after its start (engine.startup_timeout); last lines of {record.log}:\n{tail}", delay=30.0)
+            if self.sleep(READY_POLL):
+                raise StartInterrupted(f"{record.deployment}: interrupted while {record.id} was starting; "
+                                       "it is left starting for the next run to adopt")
 
     def _drain_timeout(self, deployment: str) -> float:
-        if self.specs and deployment in self.specs.deployments:
-            return self.specs.deployments[deployment].doc.spec.serving.drain_timeout
         record = self.store.read_deployment(deployment)
         if record is not None and record.serving.get("drain_timeout") is not None:
             return float(record.serving["drain_timeout"])
         return DEFAULT_DRAIN_TIMEOUT
 
-    def _stop(self, record: ReplicaRecord) -> None:
+    def _stop(self, record: ReplicaRecord, drain_timeout: float) -> None:
         """Drain (through the gateway), then stop the replica."""
         if record.state == "ready":
             began = time.monotonic()
-            self.drainer.drain(record, self._drain_timeout(record.deployment))
+            self.drainer.drain(record, drain_timeout)
             self.progress(f"{record.deployment}: drained {record.id} in {time.monotonic() - began:.1f} s")
-        self.progress(f"{record.deployment}: stopping replica {record.id} (pid {record.pid})")
+        self.progress(f"{record.deployment}: stopping replica {record.id} ({self.runtime.describe(record)})")
         took = self.runtime.stop(record, grace=STOP_GRACE)
         self.progress(f"{record.deployment}: stopped {record.id} in {took:.1f} s")
 
     def _live_records(self) -> list[ReplicaRecord]:
-        return [r for r in self.store.all_replicas() if check_process(r.pid, r.create_time).alive]
-
-    def _used_gpus(self, releasing: set[str] = frozenset()) -> dict[str, str]:
-        return {g: r.id for r in self._live_records() if r.id not in releasing for g in r.gpus}
+        return [r for r in self.store.all_replicas() if self.runtime.liveness(r).alive]
 
     def _spawn(self, want: DesiredDeployment, prefer_cpus: list[int] = (),
-               releasing: set[str] = frozenset()) -> ReplicaRecord:
-        """Allocate a port, cores or GPUs, render the launch and start the process."""
+               releasing: set[str] = frozenset(), surge: bool = False) -> ReplicaRecord | None:
+        """Allocate a port, cores or GPUs, render the launch and start the replica, as one step
+        under the allocation lock. With `surge`, returns None instead of raising when no free GPU
+        is left for a second replica beside the one it replaces."""
         with _ALLOCATION:
-            return self._spawn_locked(want, prefer_cpus, releasing)
-
-    def _spawn_locked(self, want: DesiredDeployment, prefer_cpus: list[int],
-                      releasing: set[str]) -> ReplicaRecord:
-        live = self._live_records()
-        replica_id = new_replica_id(want.name)
-        device = device_for(want.config)
-        cpus: list[int] = []
-        gpus: list[str] = []
-        if device == "cpu":
-            used = {c: r.id for r in live if r.id not in releasing for c in r.cpus}
-            cpus = choose_cpus(host_cpus(), used, want.config["resources"]["cpus"], prefer_cpus)
-        else:
-            gpus = choose_gpus([g.uuid for g in self.inventory().gpus],
-                               self._used_gpus(releasing), want.config["resources"]["gpus"])
-        taken = {r.port for r in self.store.all_replicas()}
-        port = choose_port(self.settings.port_range, taken, lambda p: port_is_free(self.host, p))
-        model = self.models.get(want.name)
-        if model is None:
-            raise PermanentError(f"{want.name}: model was not resolved before starting")
-        launch = render_launch(
-            deployment=want.name, replica_id=replica_id, config=want.config,
-            config_hash=want.config_hash, model_path=model.path, offline=model.kind != "hub",
-            host=self.host, port=port, cpus=cpus, gpus=gpus)
-        where = f"cpus {','.join(map(str, cpus))}" if cpus else f"gpus {','.join(gpus)}"
-        self.progress(f"{want.name}: starting replica {replica_id} on {self.host}:{port} ({where})")
-        return self.runtime.start(
-            replica_id=replica_id, deployment=want.name, launch=launch, host=self.host, port=port,
-            config=want.config, config_hash=want.config_hash, model_path=model.path,
-            cpus=cpus, gpus=gpus)
+            live = self._live_records()
+            replica_id = new_replica_id(want.name)
+            device = device_for(want.config)
+            cpus: list[int] = []
+            gpus: list[str] = []
+            if device == "cpu":
+                used = {c: r.id for r in live if r.id not in releasing for c in r.cpus}
+                cpus = choose_cpus(self.host_cpus(), used, want.config["resources"]["cpus"], prefer_cpus)
+            else:
+                needed = want.config["resources"]["gpus"]
+                in_use = {g: r.id for r in live for g in r.gpus}
+                host = [g.uuid for g in self.inventory().gpus]
+                if surge and len([g for g in host if g not in in_use]) < needed:
+                    return None
+                gpus = choose_gpus(host, in_use, needed)
+            taken = {r.port for r in self.store.all_replicas()}
+            port = choose_port(self.settings.port_range, taken, lambda p: self.port_free(self.host, p))
+            model = self.models.get(want.name)
+            if model is None:
+                raise PermanentError(f"{want.name}: model was not resolved before starting")
+            launch = render_launch(
+                deployment=want.name, replica_id=replica_id, config=want.config,
+                config_hash=want.config_hash, model_path=model.path, offline=model.kind != "hub",
+                host=self.host, port=port, cpus=cpus, gpus=gpus)
+            where = f"cpus {','.join(map(str, cpus))}" if cpus else f"gpus {','.join(gpus)}"
+            self.progress(f"{want.name}: starting replica {replica_id} on {self.host}:{port} ({where})")
+            return self.runtime.start(StartRequest(
+                deployment=want.name, replica_id=replica_id, launch=launch, endpoint=Endpoint(self.host, port),
+                config=want.config, config_hash=want.config_hash, model_path=model.path,
+                start_timeout=want.start_timeout, cpus=cpus, gpus=gpus))
 
     # ---- delete by name ------------------------------------------------------------------
     def delete(self, name: str) -> int:
         """Stop every replica of `name` and remove its records. Returns how many were stopped."""
         records = self.store.replicas(name)
+        drain = self._drain_timeout(name)
         for record in records:
-            if check_process(record.pid, record.create_time).alive:
-                self._stop(record)
+            if self.runtime.liveness(record).alive:
+                self._stop(record, drain)
             else:
                 self.runtime.forget(record)
         self.store.remove_deployment(name)

@@ -1,6 +1,6 @@
 """Choosing ports, CPU cores and GPUs for a new replica. Pure functions over what is in use.
 
-Called by apply.local. Kept apart so allocation rules are table-tested without processes.
+Called by apply.executor. Kept apart so allocation rules are table-tested without processes.
 """
 
 from __future__ import annotations

@@ -144,8 +144,9 @@ def _query_hub(repo_id: str, env: Mapping[str, str]) -> None:
         f"model {repo_id!r}: the Hugging Face Hub at {where} could not be reached"
         " ({reason}); use a local model folder, or set HF_ENDPOINT (a mirror) or HTTPS_PROXY"
     )
+    # Out of reach is temporary (a network outage, a proxy restarting): the caller retries with backoff.
     if not outcome:
-        raise PermanentError(unreachable.format(reason=f"no answer within {HUB_TIMEOUT_S:.0f} s"))
+        raise TemporaryError(unreachable.format(reason=f"no answer within {HUB_TIMEOUT_S:.0f} s"), delay=30.0)
     error = outcome[0]
     if error is None:
         return
@@ -169,7 +170,8 @@ def _query_hub(repo_id: str, env: Mapping[str, str]) -> None:
     if isinstance(error, ValueError):
         raise PermanentError(f"model {repo_id!r}: not a valid Hugging Face id ({_first_line(error)})") from None
     # Connection refused, name lookup failed, timeouts, offline mode: the Hub is out of reach.
-    raise PermanentError(unreachable.format(reason=f"{type(error).__name__}: {_first_line(error)}")) from None
+    raise TemporaryError(unreachable.format(reason=f"{type(error).__name__}: {_first_line(error)}"),
+                         delay=30.0) from None
 
 
 def _hf_cache_dir(env: Mapping[str, str]) -> Path:

@@ -1,6 +1,6 @@
 """GPU inventory through NVML, and an honest "no GPU" when there is none.
 
-Called by the CLI (status) and apply.local (to map `resources.gpus` to devices).
+Called by enova.status and apply.executor (to map `resources.gpus` to devices).
 """
 
 from __future__ import annotations

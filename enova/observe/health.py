@@ -1,6 +1,6 @@
 """Health probes of engine replicas over HTTP (vLLM answers GET /health with 200 when ready).
 
-Called by observe.world (status) and apply.local (readiness while starting).
+Called by runtime.local (observation and readiness while starting).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Bounded replica and gateway logs: rotation by copy and truncate, under the writers' feet.
 
 Replicas (vLLM) and the gateway write their stdout and stderr straight into files under
-`<state_dir>/logs/` (apply.local, apply.gateway) and outlive enova, which never relays their
+`<state_dir>/logs/` (runtime.local, apply.gateway) and outlive enova, which never relays their
 output: a relay that died would kill the engine with SIGPIPE. So the files cannot be renamed
 away and reopened; instead `rotate_log` copies a file that reached `max_bytes` to `<file>.1`
 (after shifting `.1 -> .2 ...` up to `keep`) and truncates the original in place, and the
 writer carries on at the new end. Called by the reconciler's timer and by apply.
 
 Requirement on the writers: the file must be open with O_APPEND (`open(path, "ab")`, as
-apply.local and apply.gateway do). Each write then goes to the current end of the file, which
+runtime.local and apply.gateway do). Each write then goes to the current end of the file, which
 after the truncate is offset 0. A writer without O_APPEND keeps its own offset and writes past
 the new end, leaving a sparse file whose first megabytes read back as NUL bytes.
 

@@ -2,7 +2,7 @@
 
 A pid alone is not an identity: after a process exits the kernel may give its pid to
 another one. A record keeps the pid and the process's start time; both must match.
-Called by observe.world and apply.local (before any signal is sent).
+Called by runtime.world (the gateway record), runtime.local and apply.gateway (before any signal is sent).
 """
 
 from __future__ import annotations

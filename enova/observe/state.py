@@ -7,10 +7,13 @@ Layout under `state_dir`:
     logs/<name>/<id>.log                      the replica's stdout and stderr
     lock                                      held by the process that acts (see observe.lock)
 
-Records are the ownership labels of the local runtime: enova only ever signals a process
-that a record names, and only after checking it is still that process. Writes are atomic
-(temp file + rename), so a crash never leaves half a record. Called by observe.world,
-apply.local and the CLI.
+Records are enova's ownership labels: a replica record names the runtime that runs it and
+an opaque `handle` only that runtime reads (the local runtime: pid and process start time;
+a container runtime: the container id), plus the endpoint (host, port) the gateway routes
+to. enova only ever acts on what a record names, and the runtime checks the handle still
+denotes the same thing first. Writes are atomic (temp file + rename), so a crash never
+leaves half a record. Called by enova.runtime (world, local, memory), apply, the gateway's
+endpoint source and the CLI.
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ T = TypeVar("T")
 
 
 def record_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """A record from its JSON, ignoring fields a newer or older enova wrote."""
+    """A record from its JSON, ignoring fields a newer or older enova wrote. Replica records
+    written before runtimes had handles (top-level pid and create_time) are read into one."""
     known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    if cls is ReplicaRecord and "handle" not in data and "pid" in data:
+        data = {**data, "runtime": "local",
+                "handle": {"pid": data["pid"], "create_time": data.get("create_time", 0.0)}}
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -39,16 +46,17 @@ def record_from_dict(cls: type[T], data: dict[str, Any]) -> T:
 class ReplicaRecord:
     id: str
     deployment: str
-    pid: int
-    create_time: float          # psutil create_time of pid: together they identify the process
-    host: str
+    host: str                   # the endpoint the gateway routes to
     port: int
     config_hash: str
     config: dict[str, Any]
     argv: list[str]
     log: str
+    runtime: str = "local"      # which runtime runs it (enova.runtime)
+    handle: dict[str, Any] = field(default_factory=dict)  # opaque to all but that runtime
     state: str = "starting"     # starting | ready | draining | stopping (see the gateway)
     started_at: float = 0.0     # wall clock, seconds since the epoch
+    start_timeout: float = 600.0  # engine.startup_timeout when it was started: past it, never healthy = failed
     ready_at: float | None = None
     cpus: list[int] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)  # GPU UUIDs
@@ -65,8 +73,10 @@ class DeploymentRecord:
     applied_at: float
     source: str = ""
     # How the gateway serves this deployment: {"default": bool, "max_concurrency": int | None,
-    # "drain_timeout": float}. Written by apply from the spec; read by the gateway.
+    # "drain_timeout": float}. Written by apply from the plan; read by the gateway.
     serving: dict[str, Any] = field(default_factory=dict)
+    # The other in-place settings (engine.startup_timeout, slo), as last applied.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 

@@ -1,8 +1,10 @@
-"""Desired state from a validated spec set: one DesiredDeployment per Deployment document.
+"""Desired state from a validated spec set: one DesiredDeployment per Deployment document,
+computed once over the whole set (which deployment is the default is a property of the set).
 
 The replica config holds exactly the fields that plan.fields marks REPLACE, so its hash
-changes if and only if the replicas must be replaced. Pure; called by the CLI before
-plan.diff.compute_plan.
+changes if and only if the replicas must be replaced; `serving` and `settings` hold the
+UPDATE fields, written to the deployment record in place. Pure; called by the CLI, enode and
+the reconciler before plan.diff.compute_plan.
 """
 
 from __future__ import annotations
@@ -16,21 +18,21 @@ import os
 from enova.spec.loader import SpecSet
 from enova.spec.models import DeploymentSpec, GatewaySpec
 
+from .fields import Effect, project
 from .model import DesiredDeployment, DesiredGateway
 
 
 def replica_config(spec: DeploymentSpec) -> dict[str, Any]:
-    """The fields a replica process is started from, in a canonical shape."""
-    return {
-        "model": spec.model,
-        "runtime": spec.runtime,
-        "engine": {
-            "name": spec.engine.name,
-            "args": {k: spec.engine.args[k] for k in sorted(spec.engine.args)},
-            "env": {k: spec.engine.env[k] for k in sorted(spec.engine.env)},
-        },
-        "resources": {"gpus": spec.resources.gpus, "cpus": spec.resources.cpus},
-    }
+    """The fields a replica process is started from (plan.fields REPLACE), in a canonical shape."""
+    return project(spec.model_dump(mode="json"), Effect.REPLACE)
+
+
+def in_place(spec: DeploymentSpec, is_default: bool) -> dict[str, Any]:
+    """The in-place fields (plan.fields UPDATE): {"serving": {...}, "settings": {...}}, with the
+    effective default decided over the spec set."""
+    out = project(spec.model_dump(mode="json"), Effect.UPDATE)
+    out["serving"]["default"] = is_default
+    return out
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -42,15 +44,20 @@ def config_hash(config: dict[str, Any]) -> str:
 def desired_state(specs: SpecSet) -> dict[str, DesiredDeployment]:
     """Map deployment name -> DesiredDeployment, sorted by name."""
     out: dict[str, DesiredDeployment] = {}
+    default = specs.default_deployment
     for name in sorted(specs.deployments):
         located = specs.deployments[name]
         config = replica_config(located.doc.spec)
+        updates = in_place(located.doc.spec, name == default)
         out[name] = DesiredDeployment(
             name=name,
             replicas=located.doc.spec.replicas,
             config=config,
             config_hash=config_hash(config),
             source=f"{located.file}:{located.line}",
+            serving=updates["serving"],
+            settings=updates["settings"],
+            base_dir=os.path.dirname(os.path.realpath(str(located.file))),
         )
     return out
 
@@ -71,8 +78,3 @@ def desired_gateway(specs: SpecSet) -> DesiredGateway | None:
     }
     return DesiredGateway(config=config, config_hash=config_hash(config))
 
-
-def serving_of(spec: DeploymentSpec, is_default: bool) -> dict[str, Any]:
-    """What the gateway reads from a deployment record."""
-    return {"default": is_default, "max_concurrency": spec.serving.max_concurrency,
-            "drain_timeout": spec.serving.drain_timeout}

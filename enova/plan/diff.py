@@ -2,16 +2,23 @@
 
 Rules, per deployment name in desired ∪ observed, sorted by name:
 - desired only                      -> CREATE, start `replicas`.
-- live replicas whose config hash differs from the desired one -> REPLACE: start new
-  replicas up to `replicas` (each healthy before an old one stops), stop the stale ones.
-- exited or failed replicas, or a live count different from `replicas` -> SCALE: start what
-  is missing, stop the surplus (not-ready first, then the newest) and the failed ones (alive
-  but failing health checks for too long), forget exited records.
+- live (starting or ready) replicas whose config hash differs from the desired one -> REPLACE:
+  start new replicas up to `replicas`, stop the stale ones; apply never stops a ready replica
+  before a replacement is ready.
+- exited, failed (alive but failing health checks too long, or never healthy within its start
+  timeout) or stopping (left draining by an interrupted apply) replicas, or a live count
+  different from `replicas` -> SCALE: start what is missing, stop the surplus (not-ready first,
+  then the newest), the failed and the stopping ones, forget exited records.
+- in-place fields (plan.fields UPDATE: serving, startup timeout, slo) differing from the
+  deployment record, or replicas of the current config still starting -> UPDATE: rewrite the
+  record, wait for the starting replicas and record them ready. No process restarts.
+  (REPLACE and SCALE carry the same `update` and `wait`.)
 - observed only: with prune -> DELETE; without -> NOOP marked `orphaned` (reported, kept).
 - otherwise NOOP.
 The gateway is planned first: wanted while it is enabled and any deployment remains (in the
-specs, or kept as an orphan); CREATE when not running, REPLACE (restart) when its config changed,
-DELETE when no longer wanted.
+specs, or kept as an orphan); CREATE when not running; REPLACE (start on the new address, then
+stop the old) when host or port changed; UPDATE (reload in place) when only other fields
+changed; DELETE when no longer wanted.
 Called by the CLI (diff, apply, status) and by the reconciler.
 """
 
@@ -20,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .fields import Effect, effect_of
+from .fields import FIELDS, UPDATE_FIELDS, Effect, effect_of
 from .model import (
     GATEWAY,
     Action,
@@ -72,13 +79,28 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _in_place_changes(want: DesiredDeployment, have: ObservedDeployment) -> tuple[FieldChange, ...]:
+    """In-place fields whose recorded value differs from the desired one, named by spec path."""
+    recorded = {"serving": have.serving or {}, "settings": have.settings or {}}
+    wanted = {"serving": want.serving, "settings": want.settings}
+    out = []
+    for path in sorted(UPDATE_FIELDS):
+        section, key = FIELDS[path].target.split(".", 1)
+        before, after = recorded[section].get(key, _ABSENT), wanted[section].get(key, _ABSENT)
+        if before != after or (key in recorded[section]) != (key in wanted[section]):
+            out.append(FieldChange(path, before, after))
+    return tuple(out)
+
+
 def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeployment | None,
               prune: bool) -> Change:
     replicas = list(have.replicas) if have else []
     live = [r for r in replicas if r.serving]
     exited = sorted((r for r in replicas if not r.alive), key=lambda r: r.id)
-    failed = sorted((r for r in replicas if r.alive and not r.serving), key=lambda r: r.id)
-    failed_ids = tuple(r.id for r in failed)
+    failed = sorted((r for r in replicas if r.state is ReplicaState.FAILED), key=lambda r: r.id)
+    # draining or stopping records left by an interrupted apply: finish stopping them
+    stopping = sorted((r for r in replicas if r.state is ReplicaState.STOPPING), key=lambda r: r.id)
+    given_up = tuple(r.id for r in failed) + tuple(r.id for r in stopping)
     forget = tuple(r.id for r in exited)
     live_hashes = sorted({r.config_hash for r in live})
     before_hash = live_hashes[0] if len(live_hashes) == 1 else (None if not live_hashes else "mixed")
@@ -92,30 +114,37 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
         return Change(name, Action.DELETE,
                       f"not in the specs; delete {_plural(len(live), 'replica')} (prune)",
                       len(live), 0, before_hash, None,
-                      stop=failed_ids + tuple(r.id for r in _stop_order(live)), forget=forget)
+                      stop=given_up + tuple(r.id for r in _stop_order(live)), forget=forget)
 
     if have is None:
         return Change(name, Action.CREATE, f"new deployment; start {_plural(want.replicas, 'replica')}",
                       0, want.replicas, None, want.config_hash, start=want.replicas)
 
+    update = _in_place_changes(want, have)
     current = [r for r in live if r.config_hash == want.config_hash]
     stale = [r for r in live if r.config_hash != want.config_hash]
+    surplus = _stop_order(current)[: max(0, len(current) - want.replicas)]
+    surplus_ids = {r.id for r in surplus}
+    # starting replicas of the current config (an interrupted apply or reconciler left them):
+    # adopted and waited for, never stopped while they may still become ready
+    wait = tuple(sorted(r.id for r in current if r.id not in surplus_ids and (
+        r.state is ReplicaState.STARTING or (r.state is ReplicaState.READY and r.recorded == "starting"))))
+    start = max(0, want.replicas - len(current))
+    waiting = f"; wait for {_plural(len(wait), 'starting replica')}" if wait else ""
     if stale:
         reference = min(stale, key=lambda r: r.id)
         fields = tuple(f for f in field_changes(reference.config, want.config)
-                       if effect_of(f.path) is not Effect.IN_PLACE)
-        changed = ", ".join(f.path for f in fields) or "replica config"
-        surplus = _stop_order(current)[: max(0, len(current) - want.replicas)]
-        stop = failed_ids + tuple(r.id for r in _stop_order(stale)) + tuple(r.id for r in surplus)
-        start = max(0, want.replicas - len(current))
+                       if effect_of(f.path) is Effect.REPLACE)
+        changed = (", ".join(f.path for f in fields) or "replica config") + " changed"
+        if len({r.config_hash for r in stale}) > 1:
+            changed += f" (replicas run {len({r.config_hash for r in stale})} older configs)"
         return Change(name, Action.REPLACE,
-                      f"{changed} changed; replace {_plural(len(stale), 'replica')}",
+                      f"{changed}; replace {_plural(len(stale), 'replica')}{waiting}",
                       len(live), want.replicas, before_hash, want.config_hash, fields,
-                      start=start, stop=stop, forget=forget)
+                      start=start, stop=given_up + tuple(r.id for r in surplus), forget=forget, wait=wait,
+                      roll=tuple(r.id for r in _stop_order(stale)), update=update)
 
-    if exited or failed or len(current) != want.replicas:
-        surplus = _stop_order(current)[: max(0, len(current) - want.replicas)]
-        start = max(0, want.replicas - len(current))
+    if exited or failed or stopping or len(current) != want.replicas:
         parts = []
         if exited:
             gone = ", ".join(f"{r.id}" + (f" ({r.detail})" if r.detail else "") for r in exited)
@@ -123,14 +152,28 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
         if failed:
             sick = ", ".join(f"{r.id}" + (f" ({r.detail})" if r.detail else "") for r in failed)
             parts.append(f"{_plural(len(failed), 'replica')} failed: {sick}")
+        if stopping:
+            parts.append(f"finish stopping {', '.join(r.id for r in stopping)}")
         if start:
             parts.append(f"start {start}")
         if surplus:
             parts.append(f"stop {len(surplus)}")
         return Change(name, Action.SCALE,
-                      f"{len(current)} of {want.replicas} running; " + "; ".join(parts),
+                      f"{len(current)} of {want.replicas} running; " + "; ".join(parts) + waiting,
                       len(live), want.replicas, before_hash, want.config_hash,
-                      start=start, stop=failed_ids + tuple(r.id for r in surplus), forget=forget)
+                      start=start, stop=given_up + tuple(r.id for r in surplus), forget=forget,
+                      wait=wait, update=update)
+
+    if update or wait:
+        parts = []
+        if have.serving is None:
+            parts.append("deployment record missing; write it")
+        elif update:
+            parts.append(f"{', '.join(f.path for f in update)} changed; update in place")
+        if wait:
+            parts.append(f"{_plural(len(wait), 'replica')} still starting ({', '.join(wait)}); wait until ready")
+        return Change(name, Action.UPDATE, "; ".join(parts), len(live), want.replicas, before_hash,
+                      want.config_hash, wait=wait, update=update)
 
     return Change(name, Action.NOOP, f"in sync: {_plural(len(current), 'replica')} running",
                   len(live), want.replicas, before_hash, want.config_hash)
@@ -154,8 +197,12 @@ def _plan_gateway(want: DesiredGateway | None, have: ObservedGateway | None, nee
                       forget=(GATEWAY,) if have else (), kind=GATEWAY)
     if have.config_hash != want.config_hash:
         fields = field_changes(have.config, want.config)
-        return Change(GATEWAY, Action.REPLACE, f"{', '.join(f.path for f in fields)} changed; restart it",
-                      1, 1, have.config_hash, want.config_hash, fields, start=1, stop=(GATEWAY,), kind=GATEWAY)
+        changed = ", ".join(f.path for f in fields)
+        if any(f.path in ("host", "port") for f in fields):
+            return Change(GATEWAY, Action.REPLACE, f"{changed} changed; start it on {where}, then stop the old one",
+                          1, 1, have.config_hash, want.config_hash, fields, start=1, stop=(GATEWAY,), kind=GATEWAY)
+        return Change(GATEWAY, Action.UPDATE, f"{changed} changed; reload in place (no connection refused)",
+                      1, 1, have.config_hash, want.config_hash, fields, kind=GATEWAY)
     return Change(GATEWAY, Action.NOOP, f"in sync: listening on {where}", 1, 1, have.config_hash,
                   want.config_hash, kind=GATEWAY)
 

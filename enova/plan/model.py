@@ -15,19 +15,35 @@ class Action(str, Enum):
     CREATE = "create"
     REPLACE = "replace"
     SCALE = "scale"
+    UPDATE = "update"  # in place: records rewritten, replicas adopted; no process restarts
     DELETE = "delete"
     NOOP = "noop"
 
 
 @dataclass(frozen=True)
 class DesiredDeployment:
-    """What the specs ask for one deployment. `config` is the replica config (see plan.fields)."""
+    """What the specs ask for one deployment, computed once over the whole spec set, carrying
+    everything apply needs. `config` is the replica config (plan.fields REPLACE paths);
+    `serving` is what the gateway reads (default, max_concurrency, drain_timeout) and
+    `settings` the other in-place fields (startup_timeout, slo): both are written to the
+    deployment record in place."""
 
     name: str
     replicas: int
     config: dict[str, Any]
     config_hash: str
     source: str = ""  # file:line of the document, for messages
+    serving: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = ""  # the spec file's folder: relative model paths resolve against it
+
+    @property
+    def start_timeout(self) -> float:
+        return float(self.settings.get("startup_timeout", 600.0))
+
+    @property
+    def drain_timeout(self) -> float:
+        return float(self.serving.get("drain_timeout", 30.0))
 
 
 class ReplicaState(str, Enum):
@@ -37,7 +53,8 @@ class ReplicaState(str, Enum):
     READY = "ready"        # process alive and passed its health check once
     STOPPING = "stopping"  # being drained/stopped by enova
     EXITED = "exited"      # the process is gone (or the pid now belongs to another process)
-    FAILED = "failed"      # alive, but failing health checks for longer than allowed: to be replaced
+    FAILED = "failed"      # alive, but failing health checks for too long, or never healthy
+                           # within its start timeout: to be replaced
 
 
 @dataclass(frozen=True)
@@ -47,10 +64,11 @@ class ObservedReplica:
     config: dict[str, Any]
     state: ReplicaState
     started_at: float = 0.0
-    pid: int | None = None
+    where: str = ""              # the runtime's name for it ("pid 1234")
     port: int | None = None
     healthy: bool | None = None  # None: not probed
     detail: str = ""             # why it is in that state (e.g. "pid 1234 exited")
+    recorded: str = ""           # the state its record holds (starting, ready, draining, stopping)
 
     @property
     def alive(self) -> bool:
@@ -59,8 +77,8 @@ class ObservedReplica:
 
     @property
     def serving(self) -> bool:
-        """Counts toward the desired replicas: alive and not given up on."""
-        return self.state not in (ReplicaState.EXITED, ReplicaState.FAILED)
+        """Counts toward the desired replicas: alive, not given up on, not being stopped."""
+        return self.state in (ReplicaState.STARTING, ReplicaState.READY)
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,9 @@ class ObservedDeployment:
     name: str
     replicas: tuple[ObservedReplica, ...] = ()
     managed: bool = True  # a deployment record exists (enova created it)
+    # the in-place fields as last applied (from the deployment record); None: no record
+    serving: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +104,7 @@ class ObservedGateway:
     config_hash: str
     config: dict[str, Any]
     alive: bool
-    pid: int | None = None
+    where: str = ""
     detail: str = ""
 
 
@@ -99,10 +120,12 @@ class FieldChange:
 
 @dataclass(frozen=True)
 class Change:
-    """One deployment's change. `start` new replicas are started (with config_after),
-    replicas named in `stop` are drained and stopped, records in `forget` (exited
-    replicas) are removed. For a replace, each new replica is started and healthy before
-    one in `stop` is stopped."""
+    """One deployment's change. Replicas named in `wait` (current config, recorded as starting)
+    are waited for until healthy and recorded ready; `start` new replicas are started (with
+    config_after); replicas in `roll` (live, stale config) are each stopped only after a
+    successor (waited-for or new) is ready; replicas in `stop` (failed, left stopping, surplus)
+    are drained and stopped directly; records in `forget` (exited replicas) are removed;
+    `update` names the in-place fields rewritten in the deployment record."""
 
     deployment: str
     action: Action
@@ -115,6 +138,9 @@ class Change:
     start: int = 0
     stop: tuple[str, ...] = ()
     forget: tuple[str, ...] = ()
+    wait: tuple[str, ...] = ()
+    roll: tuple[str, ...] = ()
+    update: tuple[FieldChange, ...] = ()
     orphaned: bool = False  # not in the specs and kept running because prune is off
     kind: str = "deployment"  # "deployment" | "gateway" (then `deployment` is "gateway")
 
@@ -130,11 +156,14 @@ class Change:
             "start": self.start,
             "stop": list(self.stop),
             "forget": list(self.forget),
+            "wait": list(self.wait),
+            "roll": list(self.roll),
+            "update": [{"path": f.path, "before": f.before, "after": f.after} for f in self.update],
             "orphaned": self.orphaned,
         }
 
 
-COUNTED = (Action.CREATE, Action.REPLACE, Action.SCALE, Action.DELETE)
+COUNTED = (Action.CREATE, Action.REPLACE, Action.SCALE, Action.UPDATE, Action.DELETE)
 
 
 @dataclass(frozen=True)
@@ -167,7 +196,8 @@ class Plan:
     def summary(self) -> str:
         return (
             f"Plan: {self.count(Action.CREATE)} to create, {self.count(Action.REPLACE)} to replace, "
-            f"{self.count(Action.SCALE)} to scale, {self.count(Action.DELETE)} to delete."
+            f"{self.count(Action.SCALE)} to scale, {self.count(Action.UPDATE)} to update in place, "
+            f"{self.count(Action.DELETE)} to delete."
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Rendering a Plan: Terraform-style text and a JSON twin. The only place plans are formatted.
 
-Symbols: `+` create, `~` scale (in place), `-/+` replace, `-` delete, `#` kept orphan.
+Symbols: `+` create, `~` scale or update in place, `-/+` replace, `-` delete, `#` kept orphan.
 Output is sorted and stable so it can be kept in golden files and diffed.
 """
 
@@ -11,9 +11,10 @@ from typing import Any
 
 from .model import Action, Change, Plan
 
-SYMBOLS = {Action.CREATE: "+", Action.SCALE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
+SYMBOLS = {Action.CREATE: "+", Action.SCALE: "~", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-"}
 VERBS = {Action.CREATE: "will be created", Action.SCALE: "will be scaled",
-         Action.REPLACE: "will be replaced", Action.DELETE: "will be deleted"}
+         Action.UPDATE: "will be updated in place", Action.REPLACE: "will be replaced",
+         Action.DELETE: "will be deleted"}
 
 
 def _value(v: Any) -> str:
@@ -30,14 +31,18 @@ def _change_lines(c: Change) -> list[str]:
     lines = [f"  {SYMBOLS[c.action]} {_subject(c)} {VERBS[c.action]}", f"      # {c.reason}"]
     for f in c.fields:
         lines.append(f"      ~ {f.path}: {_value(f.before)} -> {_value(f.after)}")
+    for f in c.update:
+        lines.append(f"      ~ {f.path}: {_value(f.before)} -> {_value(f.after)} (in place)")
     if c.kind == "deployment":
         lines.append(f"        replicas: {c.replicas_before} -> {c.replicas_after}")
     if c.config_before != c.config_after:
         lines.append(f"        config: {c.config_before or '(none)'} -> {c.config_after or '(none)'}")
     else:
         lines.append(f"        config: {c.config_after}")
-    if c.stop and c.kind == "deployment":
-        lines.append(f"        stop: {', '.join(c.stop)}")
+    if (c.stop or c.roll) and c.kind == "deployment":
+        lines.append(f"        stop: {', '.join(c.stop + c.roll)}")
+    if c.wait:
+        lines.append(f"        wait for: {', '.join(c.wait)}")
     if c.forget and c.kind == "deployment":
         lines.append(f"        forget exited: {', '.join(c.forget)}")
     return lines

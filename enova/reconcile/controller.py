@@ -26,14 +26,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from enova.apply.executor import Applier
-from enova.apply.local import ReplicaStartError
 from enova.errors import EnovaError, PermanentError, SpecError
 from enova.observe.lock import StateLock
+from enova.observe.logs import rotate_logs
 from enova.observe.state import StateStore, write_json
-from enova.observe.world import observe_details, observe_gateway
 from enova.plan.desired import desired_gateway, desired_state
 from enova.plan.diff import compute_plan
-from enova.plan.model import GATEWAY, Action, ObservedDeployment, ObservedReplica, Plan, ReplicaState
+from enova.plan.model import GATEWAY, Action, ObservedReplica, Plan, ReplicaState
+from enova.runtime.base import ReplicaStartError, Runtime, StartInterrupted
+from enova.runtime.local import LocalRuntime
+from enova.runtime.world import observe
 from enova.settings import Settings
 from enova.spec.loader import SpecSet, load_specs
 
@@ -92,7 +94,9 @@ class Reconciler:
                  interval: float = 30.0, unhealthy_after: float = 60.0, prune: bool = False,
                  workers: int = 4, git_pull: str | None = None, committed_only: bool = False,
                  notifier: Notifier | None = None, progress: Progress = lambda m: None,
-                 clock: Callable[[], float] = time.time, crashloop_window: float = 600.0):
+                 clock: Callable[[], float] = time.time, crashloop_window: float = 600.0,
+                 runtime: Runtime | None = None, applier_options: dict | None = None,
+                 validate: Callable[[SpecSet], None] | None = None):
         self.specs_path = Path(specs_path)
         self.settings = settings
         self.stop = stop
@@ -106,6 +110,10 @@ class Reconciler:
         self.clock = clock
         self.crashloop_window = crashloop_window
         self.store = StateStore(settings.state_dir)
+        self.runtime = runtime or LocalRuntime(self.store, clock=clock, progress=progress)
+        self.applier_options = dict(applier_options or {})  # extra Applier arguments (tests: fakes)
+        # checks beyond the spec schema, e.g. engine args against vLLM's own parser (raise SpecError)
+        self.validate = validate or self._validate_engine_args
         self.events = EventLog(settings.state_dir / "events.jsonl", clock=clock)
         self.status_path = settings.state_dir / "reconciler" / "status.json"
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enova-pass")
@@ -125,6 +133,7 @@ class Reconciler:
         self.first_pass_done = False
         self.sweep: set[str] | None = None  # subjects still owed their first pass (READY=1 after)
         self.started_at = clock()
+        self._puller: threading.Thread | None = None
 
     # ---- entry ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -147,9 +156,11 @@ class Reconciler:
                     if now_mono >= next_tick:
                         next_tick = now_mono + self.interval
                         if self.git_pull:
-                            self._pull()
-                        self._load_specs("timer")
-                        self._mark_all_due()
+                            self._pull_in_background()  # a hanging remote must not stall the loop
+                        else:
+                            self._load_specs("timer")
+                            self._mark_all_due()
+                        self._rotate_logs_in_background()
                     self._dispatch()
                     self._flush_status()
                     dog = self.notifier.watchdog_interval
@@ -166,6 +177,10 @@ class Reconciler:
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 self._write_status()
         return 0
+
+    def _validate_engine_args(self, specs: SpecSet) -> None:
+        from enova.engines.argspec import validate_engine_args
+        validate_engine_args(specs, self.settings.cache_dir)
 
     def request_reload(self) -> None:
         """From a signal handler: re-read specs and settings, clear stalls and backoffs."""
@@ -212,6 +227,7 @@ class Reconciler:
                         raise _Rewritten(snap.rewrite(str(exc))) from exc
             else:
                 specs = load_specs(self.specs_path)
+            self.validate(specs)
         except (SpecError, _Rewritten, PermanentError) as exc:
             message = str(exc)
             with self.lock:
@@ -245,6 +261,24 @@ class Reconciler:
     def _revision(self) -> str:
         with self.lock:
             return (self.git or {}).get("short", "")
+
+    def _pull_in_background(self) -> None:
+        """Fetch and fast-forward in a thread, then re-read the specs and mark everything due.
+        The main loop keeps dispatching passes and beating the watchdog while git waits on the
+        network (up to its own timeout). At most one pull runs at a time."""
+        if self._puller is not None and self._puller.is_alive():
+            return
+
+        def pull() -> None:
+            self._pull()
+            self._load_specs("timer")
+            self._mark_all_due()
+        self._puller = threading.Thread(target=pull, name="enova-git-pull", daemon=True)
+        self._puller.start()
+
+    def _rotate_logs_in_background(self) -> None:
+        """Copy-and-truncate replica and gateway logs that grew past their limit."""
+        self.pool.submit(_rotate_logs, self.settings.state_dir / "logs", self.events)
 
     def _pull(self) -> None:
         try:
@@ -316,39 +350,43 @@ class Reconciler:
             with self.lock:  # neither wanted nor running: nothing left to report
                 self.statuses.pop(name, None)
             return
-        status = self.statuses.setdefault(name, SubjectStatus())
-        if status.stalled_hash is not None and status.stalled_hash == desired_hash and change is not None \
-                and change.action is not Action.NOOP:
-            return  # stalled by a permanent error until the spec changes (or SIGHUP)
-        status.stalled_hash = None
-        deferred = status.next_attempt is not None  # the dispatcher only runs it once that time came
-        status.next_attempt = None
+        now = self.clock()
+        with self.lock:
+            status = self.statuses.setdefault(name, SubjectStatus())
+            if status.stalled_hash is not None and status.stalled_hash == desired_hash and change is not None \
+                    and change.action is not Action.NOOP:
+                return  # stalled by a permanent error until the spec changes (or SIGHUP)
+            status.stalled_hash = None
+            deferred = status.next_attempt is not None  # the dispatcher only runs it once that time came
+            status.next_attempt = None
+            last_applied, revision = status.last_applied, status.revision
+            crashloop = None
+            if change is not None and plan.has_changes and change.forget and not deferred:
+                status.restarts = [t for t in status.restarts if now - t < self.crashloop_window] + [now]
+                if len(status.restarts) >= 3:  # keeps exiting: restart it, but not in a tight loop
+                    crashloop = (len(status.restarts), backoff_delay(len(status.restarts) - 2))
+                    status.next_attempt = now + crashloop[1]
         if change is None or not plan.has_changes:
             self._set(name, condition=STALLED if spec_error else READY,
                       reason="SpecInvalid" if spec_error else "InSync",
                       message=spec_error or (change.reason if change else "nothing to do"),
-                      last_applied=desired_hash or status.last_applied, failures=0, next_attempt=None,
-                      revision=status.revision or self._revision())
+                      last_applied=desired_hash or last_applied, failures=0, next_attempt=None,
+                      revision=revision or self._revision())
             return
-        if change.forget and not deferred:
-            now = self.clock()
-            status.restarts = [t for t in status.restarts if now - t < self.crashloop_window] + [now]
-            if len(status.restarts) >= 3:  # keeps exiting: restart it, but not in a tight loop
-                delay = backoff_delay(len(status.restarts) - 2)
-                status.next_attempt = now + delay
-                self._set(name, condition=RECONCILING, reason="CrashLoopBackOff",
-                          message=f"replicas exited {len(status.restarts)} times in the last "
-                                  f"{self.crashloop_window:.0f} s; next restart in {delay:.0f} s")
-                self.events.record("Warning", "CrashLoopBackOff", _subject(name), status.message, self._revision())
-                with self.lock:
-                    self.due.add(name)
-                return
+        if crashloop is not None:
+            count, delay = crashloop
+            message = (f"replicas exited {count} times in the last {self.crashloop_window:.0f} s; "
+                       f"next restart in {delay:.0f} s")
+            self._set(name, condition=RECONCILING, reason="CrashLoopBackOff", message=message)
+            self.events.record("Warning", "CrashLoopBackOff", _subject(name), message, self._revision())
+            with self.lock:
+                self.due.add(name)
+            return
         self._set(name, condition=RECONCILING, reason="Progressing", message=change.reason,
                   last_attempted=desired_hash)
         self.events.record("Normal", REASONS.get(change.action, "Synced"), _subject(name), change.reason,
                            self._revision())
-        applier = Applier(store=self.store, settings=self.settings, specs=specs, progress=self.progress,
-                          stop=self.stop, clock=self.clock)
+        applier = self._applier()
         began = time.monotonic()
         try:
             applier.preflight(plan)
@@ -368,39 +406,52 @@ class Reconciler:
                            f"{REASONS.get(change.action, 'Synced').lower()} in {time.monotonic() - began:.1f} s",
                            self._revision())
 
+    def _applier(self) -> Applier:
+        return Applier(store=self.store, settings=self.settings, runtime=self.runtime, progress=self.progress,
+                       stop=self.stop, clock=self.clock, **self.applier_options)
+
     def _plan_for(self, name: str, specs: SpecSet, desired: dict) -> Plan:
+        """The plan for one subject, from the desired state of the whole spec set (computed once
+        per load: which deployment is the default belongs to the set, not to one pass)."""
         if name == GATEWAY:
-            details = observe_details(self.store)
-            observed = {n: ObservedDeployment(n, tuple(d.observed for d in ds)) for n, ds in details.items()}
-            full = compute_plan(desired, observed, prune=self.prune, gateway=desired_gateway(specs),
-                                observed_gateway=observe_gateway(self.store))
+            world = observe(self.store, self.runtime, now=self.clock())
+            full = compute_plan(desired, world.deployments, prune=self.prune, gateway=desired_gateway(specs),
+                                observed_gateway=world.gateway)
             change = full.gateway_change
             return Plan(changes=(change,) if change else (), prune=self.prune, desired={}, gateway=full.gateway)
-        details = observe_details(self.store, probe_health=True, names=[name])
+        world = observe(self.store, self.runtime, now=self.clock(), probe_health=True, names=[name], gateway=False)
         observed = {}
-        if name in details:
-            replicas = tuple(d.observed for d in details[name])
-            observed[name] = ObservedDeployment(name, health_verdicts(
-                replicas, self.unhealthy_since, self.clock(), self.unhealthy_after))
+        if name in world.deployments:
+            have = world.deployments[name]
+            with self.lock:
+                replicas = health_verdicts(have.replicas, self.unhealthy_since, self.clock(), self.unhealthy_after)
+            observed[name] = replace(have, replicas=replicas)
         wanted = {name: desired[name]} if name in desired else {}
         return compute_plan(wanted, observed, prune=self.prune)
 
     def _fail(self, name: str, exc: BaseException, desired_hash: str | None = None) -> None:
-        status = self.statuses.setdefault(name, SubjectStatus())
-        if isinstance(exc, PermanentError) and not isinstance(exc, ReplicaStartError):
-            status.stalled_hash = desired_hash
+        if isinstance(exc, StartInterrupted) and self.stop.is_set():
+            self._set(name, condition=RECONCILING, reason="Interrupted",
+                      message=f"{exc}; the next reconciler adopts it")
+            return
+        if isinstance(exc, PermanentError):
+            with self.lock:
+                self.statuses.setdefault(name, SubjectStatus()).stalled_hash = desired_hash
             self._set(name, condition=STALLED, reason="ApplyFailed",
                       message=f"{exc} (retried when the spec changes, or on reload)")
             self.events.record("Warning", "Stalled", _subject(name), str(exc), self._revision())
             return
-        status.failures += 1
-        delay = backoff_delay(status.failures)
-        status.next_attempt = self.clock() + delay
+        with self.lock:
+            status = self.statuses.setdefault(name, SubjectStatus())
+            status.failures += 1
+            failures = status.failures
+            delay = backoff_delay(failures)
+            status.next_attempt = self.clock() + delay
         crash = isinstance(exc, ReplicaStartError)
-        reason = "CrashLoopBackOff" if crash and status.failures >= 2 else ("StartFailed" if crash else "Retrying")
+        reason = "CrashLoopBackOff" if crash and failures >= 2 else ("StartFailed" if crash else "Retrying")
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         self._set(name, condition=RECONCILING, reason=reason,
-                  message=f"{first_line}; attempt {status.failures}, next in {delay:.0f} s")
+                  message=f"{first_line}; attempt {failures}, next in {delay:.0f} s")
         self.events.record("Warning", reason, _subject(name), f"{exc}; next attempt in {delay:.1f} s",
                            self._revision())
         with self.lock:
@@ -446,6 +497,13 @@ class Reconciler:
                              for n, s in sorted(self.statuses.items())},
             }
         write_json(self.status_path, data)
+
+
+def _rotate_logs(folder: Path, events: EventLog) -> None:
+    try:
+        rotate_logs(folder)
+    except (OSError, EnovaError) as exc:
+        events.record("Warning", "LogRotationFailed", "reconciler", f"{folder}: {exc}")
 
 
 class _Rewritten(Exception):

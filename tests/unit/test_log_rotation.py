@@ -1,5 +1,5 @@
 """Log rotation by copy and truncate, against real writer processes that append to the file
-(opened with O_APPEND, as apply.local hands it to vLLM) while it is rotated under them."""
+(opened with O_APPEND, as runtime.local hands it to vLLM) while it is rotated under them."""
 
 from __future__ import annotations
 

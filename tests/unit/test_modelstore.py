@@ -183,13 +183,17 @@ def test_hub_id_not_in_the_cache_with_hf_hub_offline_is_a_permanent_error_at_onc
     assert time.monotonic() - started < 2
 
 
-def test_unreachable_hub_is_a_permanent_error_within_seconds(tmp_path: Path) -> None:
+def test_unreachable_hub_is_a_temporary_error_within_seconds(tmp_path: Path) -> None:
+    """A network outage must be retried with backoff (a replica that crashed during it restarts
+    once the hub is back), not stall the deployment as a permanent error would."""
     started = time.monotonic()
-    with pytest.raises(PermanentError, match=r"Hugging Face Hub at http://127.0.0.1:9 could not be reached"):
+    with pytest.raises(TemporaryError, match=r"Hugging Face Hub at http://127.0.0.1:9 could not be reached") as caught:
         resolve_model(
             "HuggingFaceTB/SmolLM2-135M-Instruct", base_dir=tmp_path, cache_dir=tmp_path,
             env={"HF_HOME": str(tmp_path / "empty"), "HF_ENDPOINT": "http://127.0.0.1:9"},
         )  # fmt: skip
+    assert not isinstance(caught.value, PermanentError)
+    assert caught.value.delay >= 5
     assert time.monotonic() - started < 5
 
 

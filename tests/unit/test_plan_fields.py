@@ -1,4 +1,5 @@
-"""Every Deployment spec field is classified as replace / in place / behaviour, exactly once."""
+"""Every Deployment spec field is classified as replace / scale / update in place, exactly once,
+and the replica config and the in-place records are built from exactly that table."""
 
 import typing
 
@@ -33,5 +34,54 @@ def test_the_table_names_only_fields_that_exist():
 
 def test_engine_args_force_a_replace_and_replicas_do_not():
     assert effect_of("engine.args.max_num_seqs") is Effect.REPLACE
-    assert effect_of("replicas") is Effect.IN_PLACE
-    assert effect_of("engine.startup_timeout") is Effect.BEHAVIOUR
+    assert effect_of("replicas") is Effect.SCALE
+    assert effect_of("engine.startup_timeout") is Effect.UPDATE
+    assert effect_of("serving.max_concurrency") is Effect.UPDATE
+
+
+def _leaves(data: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("args", "env"):
+            out |= _leaves(value, path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def test_replica_config_holds_exactly_the_replace_fields_and_records_the_update_fields():
+    from enova.plan.desired import in_place, replica_config
+    from enova.plan.fields import FIELDS
+    spec = DeploymentSpec(model="builtin:smollm2-135m-instruct")
+    replace = {p for p, r in FIELDS.items() if r.effect is Effect.REPLACE}
+    update = {r.target for r in FIELDS.values() if r.effect is Effect.UPDATE}
+    assert _leaves(replica_config(spec)) == replace
+    assert _leaves(in_place(spec, False)) == update
+    scale = {p for p, r in FIELDS.items() if r.effect is Effect.SCALE}
+    assert scale == {"replicas"}
+    # every leaf of the spec is in exactly one of the three
+    leaves = set(_leaf_paths(DeploymentSpec))
+    covered = replace | scale | {p for p, r in FIELDS.items() if r.effect is Effect.UPDATE}
+    assert {leaf for leaf in leaves if not any(leaf == c or leaf.startswith(c + ".") for c in covered)} == set()
+
+
+def test_a_change_to_any_replace_field_changes_the_config_hash_and_no_other_field_does():
+    from enova.plan.desired import config_hash, replica_config
+    base = DeploymentSpec(model="builtin:smollm2-135m-instruct")
+    h = config_hash(replica_config(base))
+    changed = {
+        "model": {"model": "./other-model"},
+        "engine.args": {"engine": {"args": {"max_num_seqs": 4}}},
+        "engine.env": {"engine": {"env": {"VLLM_LOGGING_LEVEL": "DEBUG"}}},
+        "resources.cpus": {"resources": {"cpus": 2}},
+        "resources.gpus": {"resources": {"gpus": 1}},
+    }
+    for path, update in changed.items():
+        spec = DeploymentSpec.model_validate({"model": "builtin:smollm2-135m-instruct", **update})
+        assert config_hash(replica_config(spec)) != h, path
+    same = {"replicas": {"replicas": 5}, "serving": {"serving": {"max_concurrency": 3}},
+            "engine.startup_timeout": {"engine": {"startup_timeout": "1m"}}, "slo": {"slo": "chat"}}
+    for path, update in same.items():
+        spec = DeploymentSpec.model_validate({"model": "builtin:smollm2-135m-instruct", **update})
+        assert config_hash(replica_config(spec)) == h, path

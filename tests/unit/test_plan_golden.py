@@ -2,8 +2,9 @@
 checked-in files. Refresh with `pytest tests/unit/test_plan_golden.py --update-golden`.
 
 Each case is a folder under tests/golden/: specs/ (the desired state), observed.json (what
-the runtime reports: replicas per deployment with their config, state and start time, and
-under "$gateway" the gateway's config and liveness),
+the runtime reports: replicas per deployment with their config, state, recorded state and
+start time, the deployment record's in-place fields under "serving" and "settings", and under
+"$gateway" the gateway's config and liveness),
 case.json ({"prune": bool}), plan.txt and plan.json (the expected renderings).
 """
 
@@ -32,8 +33,10 @@ def load_observed(path: Path) -> dict[str, ObservedDeployment]:
             replicas.append(ObservedReplica(
                 id=r["id"], config=r["config"], config_hash=r.get("config_hash") or config_hash(r["config"]),
                 state=ReplicaState(r.get("state", "ready")), started_at=r.get("started_at", 0.0),
-                pid=r.get("pid"), port=r.get("port"), detail=r.get("detail", "")))
-        out[name] = ObservedDeployment(name=name, replicas=tuple(replicas))
+                where=f"pid {r['pid']}" if r.get("pid") else "", port=r.get("port"), detail=r.get("detail", ""),
+                recorded=r.get("recorded", "")))
+        out[name] = ObservedDeployment(name=name, replicas=tuple(replicas), serving=dep.get("serving"),
+                                       settings=dep.get("settings"))
     return out
 
 
@@ -42,7 +45,7 @@ def load_observed_gateway(path: Path) -> ObservedGateway | None:
     if gateway is None:
         return None
     return ObservedGateway(config_hash=config_hash(gateway["config"]), config=gateway["config"],
-                           alive=gateway.get("alive", True), pid=gateway.get("pid"), detail=gateway.get("detail", ""))
+                           alive=gateway.get("alive", True), detail=gateway.get("detail", ""))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -65,4 +68,4 @@ def test_plan_matches_golden_files(case, update_golden, monkeypatch):
 
 
 def test_every_case_is_checked():
-    assert len(CASES) >= 6
+    assert len(CASES) >= 16

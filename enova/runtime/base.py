@@ -1,0 +1,95 @@
+"""The runtime interface: start a replica from a rendered launch, tell whether it still runs,
+probe its health, stop it gracefully, forget it, read its log.
+
+A runtime owns the *handle* in a replica record (enova.observe.state.ReplicaRecord.handle):
+what identifies the running thing to that runtime (pid and start time for processes, a
+container id for Docker). Everything above the runtime sees only the record's id, deployment,
+endpoint (host, port), config hash and state. Records live in the state directory whichever
+runtime runs the replica, so the planner, the gateway and status read one format.
+
+Implementations: enova.runtime.local (processes), enova.runtime.memory (tests). Called by
+enova.runtime.world (observation), enova.apply (start/stop/readiness) and the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from enova.engines.vllm import Launch
+from enova.errors import TemporaryError
+from enova.observe.state import ReplicaRecord
+
+
+class ReplicaStartError(TemporaryError):
+    """A replica exited or did not become healthy in time. The message carries its last log lines.
+    Temporary: the reconciler retries it with backoff (CrashLoopBackOff when it repeats)."""
+
+
+class StartInterrupted(TemporaryError):
+    """Waiting for a starting replica was interrupted (enova is stopping). The replica is left
+    running and recorded as starting, so the next enova adopts it instead of losing its load."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def url(self, path: str = "") -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """Everything a runtime needs to start one replica: allocation and rendering are done."""
+
+    deployment: str
+    replica_id: str
+    launch: Launch
+    endpoint: Endpoint
+    config: dict[str, Any]
+    config_hash: str
+    model_path: str
+    start_timeout: float
+    cpus: list[int] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Liveness:
+    alive: bool
+    detail: str = ""   # why not alive ("pid 123 exited", "container exited with code 1")
+
+
+class Runtime(Protocol):
+    """Every method may be called from several threads for different replicas."""
+
+    name: str
+
+    def start(self, request: StartRequest) -> ReplicaRecord:
+        """Start the replica and write its record (state "starting") before returning. Does not
+        wait for health. Raises ReplicaStartError if it cannot be started at all."""
+
+    def liveness(self, record: ReplicaRecord) -> Liveness:
+        """Whether the thing the record's handle names still runs. Non-blocking, read-only; never
+        reports alive for something enova did not start (a reused pid, another container)."""
+
+    def probe(self, records: Iterable[ReplicaRecord], timeout: float = 2.0) -> dict[str, bool]:
+        """Health of each replica by id (True: its engine answers /health with 200). Blocks up
+        to about `timeout`; never raises."""
+
+    def stop(self, record: ReplicaRecord, grace: float = 30.0) -> float:
+        """Stop it (SIGTERM-like, then forcefully after `grace`) and remove its record.
+        Idempotent. Returns the seconds taken. Does not drain: apply drains first."""
+
+    def forget(self, record: ReplicaRecord) -> None:
+        """Remove the record of a replica that no longer runs (and any runtime leftovers)."""
+
+    def log_tail(self, record: ReplicaRecord, lines: int = 25) -> str:
+        """The last lines of the replica's output, for error messages."""
+
+    def describe(self, record: ReplicaRecord) -> str:
+        """A short human name for the handle ("pid 1234", "container 3f2a1b")."""
