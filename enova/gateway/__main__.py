@@ -1,20 +1,27 @@
-"""`python -m enova.gateway --state-dir DIR [...]`: the gateway as its own process, as
-`enova apply` starts it. Exit 0 after SIGTERM/SIGINT (in-flight requests finished), 2 for bad
-options, 1 if it cannot listen."""
+"""`python -m enova.gateway --state-dir DIR [--config FILE] [...]`: the gateway as its own
+process, as `enova apply` starts it (with `--config`, a JSON file of the Gateway settings).
+SIGHUP re-reads the config file in place (see `server`); SIGTERM/SIGINT stop accepting and
+exit 0 once in-flight requests finished; exit 2 for bad options or a bad config or token file,
+1 if it cannot listen."""
 
 from __future__ import annotations
 
-import argparse
-import gc
-import logging
-import os
-import sys
-from pathlib import Path
+import signal
+
+# Until the reload handler is installed, a SIGHUP must not end the process (its default action).
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from enova.errors import EnovaError
 
-from .config import GatewayConfig, load_token
-from .server import run_gateway
+from .config import GatewayConfig, load_tokens, read_config_file  # noqa: E402
+from .server import run_gateway  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
@@ -25,7 +32,10 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     p.add_argument("--state-dir", type=Path, required=True, help="enova's state directory (ENOVA_STATE_DIR)")
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="port to bind (default %(default)s)")
-    p.add_argument("--token-file", help="file holding the bearer token required by all but /health and /metrics")
+    p.add_argument("--config", type=Path, help="JSON file of settings (host, port, token_file, max_body_bytes, "
+                   "queue_size, queue_timeout) over the options; re-read on SIGHUP")
+    p.add_argument("--token-file", help="file of bearer tokens, one per line (any accepted), required by all but "
+                   "/health and /metrics")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="413 above it (default %(default)s)")
     p.add_argument("--queue-size", type=int, default=d.queue_size,
                    help="requests waiting per deployment when every replica is full (default %(default)s)")
@@ -37,10 +47,11 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     for name in ("max_body_bytes", "queue_size", "queue_timeout", "shutdown_grace"):
         if getattr(a, name) < (1 if name == "max_body_bytes" else 0):
             p.error(f"--{name.replace('_', '-')} must be {'positive' if name == 'max_body_bytes' else '>= 0'}")
-    return GatewayConfig(state_dir=a.state_dir.expanduser(), host=a.host, port=a.port,
-                         token=load_token(a.token_file) if a.token_file else None,
-                         max_body_bytes=a.max_body_bytes, queue_size=a.queue_size,
-                         queue_timeout=a.queue_timeout, shutdown_grace=a.shutdown_grace)
+    config = GatewayConfig(state_dir=a.state_dir.expanduser(), host=a.host, port=a.port,
+                           tokens=load_tokens(a.token_file) if a.token_file else (), token_file=a.token_file,
+                           max_body_bytes=a.max_body_bytes, queue_size=a.queue_size,
+                           queue_timeout=a.queue_timeout, shutdown_grace=a.shutdown_grace)
+    return read_config_file(a.config.expanduser().absolute(), config) if a.config else config
 
 
 def tune_process() -> list[str]:

@@ -47,6 +47,13 @@ class Registry:
         self.generation = 0
         self._warned_defaults: tuple[str, ...] = ()
 
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """New queue settings (a reload): they apply to every deployment's next request."""
+        self.config = config
+        for dep in self.deployments.values():
+            dep.admission.queue_size = config.queue_size
+            dep.admission.queue_timeout = config.queue_timeout
+
     # membership
     def apply(self, snapshot: Snapshot) -> list[str]:
         """Make the pools match `snapshot`. Returns the changes, one line each (for the log)."""

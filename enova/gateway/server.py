@@ -3,7 +3,15 @@
 Endpoints: POST /v1/completions and /v1/chat/completions (OpenAI, streams passed through),
 POST /generate (the seed's API, see `generate`), GET /v1/models, GET /health (200 when some
 deployment has a ready replica, else 503; JSON detail), GET /metrics (Prometheus text),
-GET /admin/v1/replicas (the drain status `enova apply` polls; see `admin`).
+GET /admin/v1/replicas (the drain status `enova apply` polls; see `admin`), GET /admin/v1/config
+(the settings hash the gateway runs and how its last reload went, for `enova apply` to confirm
+a reload).
+
+Reload in place: on SIGHUP (or `Gateway.reload()`) the config file is re-read and checked; the
+new token list, body limit and queue settings apply to the next request, while the listening
+socket, open connections and requests in flight are untouched. A bad file (unreadable, a bad
+value, a token file with no token) is logged and the running settings kept. A changed host or
+port is not applied in place (it needs a new process; `enova apply` hands over to one).
 
 `build_app(config)` makes the aiohttp application (tests drive it directly); its lifecycle
 opens the shared upstream connection pool, loads membership once before serving, and runs
@@ -22,18 +30,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from enova.errors import PermanentError
+from enova.errors import EnovaError, PermanentError
 from enova.observe.state import StateStore
 
 from . import errors
-from .config import GatewayConfig
+from .config import GatewayConfig, read_config_file
 from .exchange import Exchange
 from .generate import GenerateStream, completion_request, generate_response
 from .metrics import GatewayMetrics
@@ -60,6 +68,37 @@ class GatewayState:
     session: aiohttp.ClientSession | None = None
     proxy: Proxy | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
+    last_reload: dict[str, Any] = field(default_factory=lambda: {"ok": True, "error": None, "count": 0})
+
+    def reload(self) -> bool:
+        """Re-read the config file and apply what can change in place. Returns False (and
+        keeps the running settings, logging why) if the file or its token file is bad.
+        Blocks only on reading two small files."""
+        path = self.config.config_file
+        count = self.last_reload["count"] + 1
+        if path is None:
+            log.warning("reload asked, but the gateway was started without --config; nothing to re-read")
+            self.last_reload = {"ok": False, "error": "started without --config", "count": count}
+            return False
+        try:
+            new = read_config_file(path, self.config)
+        except EnovaError as exc:
+            log.error("reload refused, running settings kept (%s): %s", self.config.config_hash, exc)
+            self.last_reload = {"ok": False, "error": str(exc), "count": count}
+            return False
+        if (new.host, new.port) != (self.config.host, self.config.port):
+            log.warning("reload: host/port %s:%s differ from the address in use; a new address needs a new "
+                        "gateway process (enova apply hands over to one); still listening on %s:%s",
+                        new.host, new.port, self.config.host, self.config.port)
+            new = replace(new, host=self.config.host, port=self.config.port)
+        before = self.config.config_hash
+        self.config = new
+        self.registry.reconfigure(new)
+        self.last_reload = {"ok": True, "error": None, "count": count}
+        log.info("reloaded %s: config %s -> %s (%d token(s), max_body_bytes %d, queue_size %d, "
+                 "queue_timeout %g)", path, before, new.config_hash, len(new.tokens), new.max_body_bytes,
+                 new.queue_size, new.queue_timeout)
+        return True
 
 
 STATE = web.AppKey("enova_gateway", GatewayState)
@@ -70,24 +109,30 @@ EXCHANGE: Any = (web.RequestKey("enova_exchange", Exchange) if hasattr(web, "Req
 
 # -- request checks -----------------------------------------------------------------------------
 
-def _check_token(request: web.Request, token: str) -> None:
+def _check_token(request: web.Request, tokens: tuple[str, ...]) -> None:
+    """Any of `tokens` is accepted (several during a rotation); each is compared in constant time."""
     header = request.headers.get("Authorization")
     if not header:
         raise errors.unauthorized("missing bearer token")
-    if not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+    given = header.encode()
+    ok = False
+    for token in tokens:
+        ok |= hmac.compare_digest(given, f"Bearer {token}".encode())
+    if not ok:
         raise errors.unauthorized("invalid bearer token")
 
 
 async def _read_body(request: web.Request, st: GatewayState, ex: Exchange) -> bytes:
-    limit = st.config.max_body_bytes
+    limit = st.config.max_body_bytes           # read per request: a reload may change it
     if request.content_length is not None and request.content_length > limit:
         raise errors.body_too_large(limit, request.content_length)
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise errors.body_too_large(limit) from None
+    raw = bytearray()
+    async for chunk in request.content.iter_any():
+        raw += chunk
+        if len(raw) > limit:
+            raise errors.body_too_large(limit)
     ex.request_bytes = len(raw)
-    return raw
+    return bytes(raw)
 
 
 def _parse_object(raw: bytes) -> dict[str, Any]:
@@ -120,8 +165,8 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
     request[EXCHANGE] = ex
     try:
         try:
-            if st.config.token and request.path not in OPEN_PATHS:
-                _check_token(request, st.config.token)
+            if st.config.tokens and request.path not in OPEN_PATHS:
+                _check_token(request, st.config.tokens)
             resp = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -238,6 +283,16 @@ async def admin_replicas(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].registry.admin_replicas())
 
 
+async def admin_config(request: web.Request) -> web.Response:
+    """What the gateway runs: {"config_hash", "settings", "tokens" (how many), "config_file",
+    "last_reload": {"ok", "error", "count"}}. Token required (the hash derives from the tokens)."""
+    st: GatewayState = request.app[STATE]
+    return web.json_response({"config_hash": st.config.config_hash, "settings": st.config.settings,
+                              "tokens": len(st.config.tokens),
+                              "config_file": str(st.config.config_file) if st.config.config_file else None,
+                              "last_reload": st.last_reload})
+
+
 # -- lifecycle ---------------------------------------------------------------------------------
 
 async def _lifecycle(app: web.Application):
@@ -272,7 +327,8 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
         source = StateDirectorySource(StateStore(config.state_dir), default_limit=config.default_concurrency,
                                       debounce_ms=config.watch_debounce_ms)
     watcher = Watcher(source, registry, rescan_interval=config.rescan_interval)
-    app = web.Application(middlewares=[guard], client_max_size=config.max_body_bytes)
+    # the body limit is enforced per request by _read_body (it may change on reload), not by aiohttp
+    app = web.Application(middlewares=[guard])
     app[STATE] = GatewayState(config=config, registry=registry, metrics=gw_metrics, watcher=watcher, clock=clock)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/completions", completions)
@@ -282,6 +338,7 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/v1/replicas", admin_replicas)
+    app.router.add_get("/admin/v1/config", admin_config)
     return app
 
 
@@ -298,6 +355,10 @@ class Gateway:
     @property
     def state(self) -> GatewayState:
         return self.app[STATE]
+
+    def reload(self) -> bool:
+        """Re-read the config file in place (what SIGHUP does); see GatewayState.reload."""
+        return self.state.reload()
 
     async def start(self) -> None:
         """Raises PermanentError if the address cannot be bound."""
@@ -335,15 +396,17 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None,
     thread) is set; then stop gracefully. Returns the exit code (0)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    gateway = Gateway(config)
     signals = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
             signals.append(sig)
-    gateway = Gateway(config)
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+        signals.append(signal.SIGHUP)
     try:
         await gateway.start()
-        log.info("gateway listening on %s (state %s)", gateway.url, config.state_dir)
+        log.info("gateway listening on %s (state %s, config %s)", gateway.url, config.state_dir, config.config_hash)
         if started is not None:
             started(gateway)
         if stop_event is not None:
@@ -355,7 +418,8 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None,
         else:
             await stop.wait()
         busy = sum(dep.pool.in_flight() for dep in gateway.state.registry.deployments.values())
-        log.info("gateway stopping: %d request(s) in flight may take up to %g s", busy, config.shutdown_grace)
+        log.info("gateway stopping: %d request(s) in flight may take up to %g s", busy,
+                 gateway.state.config.shutdown_grace)
     finally:
         await gateway.stop()
         for sig in signals:

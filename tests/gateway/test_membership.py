@@ -134,7 +134,7 @@ async def test_the_state_is_reread_by_the_rescan_even_without_the_watcher(harnes
 async def test_wait_drained_tells_an_absent_gateway_and_a_refused_token_apart(harness):
     a = await harness.engine("a")
     harness.deployment("m1", [a])
-    await harness.start(token="s3cret")
+    await harness.start(tokens=("s3cret",))
     assert await asyncio.to_thread(wait_drained, harness.gateway.url, "a", 1) is DrainOutcome.REJECTED
     harness.set_state("a", "draining")
     assert await asyncio.to_thread(wait_drained, harness.gateway.url, "a", 2, "s3cret") is DrainOutcome.DRAINED

@@ -98,7 +98,7 @@ async def test_a_port_in_use_or_a_missing_token_file_is_one_line_and_a_nonzero_e
     proc = await spawn(harness.store.root, "--token-file", str(tmp_path / "absent"))
     out = (await proc.stdout.read()).decode()
     assert await proc.wait() == 2
-    assert "--token-file" in out and "No such file" in out
+    assert "token_file" in out and "No such file" in out
 
 
 async def test_run_gateway_serves_in_a_thread_until_its_stop_event_is_set(harness: Harness):

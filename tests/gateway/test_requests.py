@@ -74,7 +74,7 @@ async def test_engine_errors_pass_through_with_their_status_and_body(harness):
 async def test_with_a_token_every_request_but_health_and_metrics_needs_it(harness):
     a = await harness.engine("a")
     harness.deployment("m1", [a])
-    await harness.start(token="s3cret")
+    await harness.start(tokens=("s3cret",))
     body = {"model": "m1", "prompt": "x", "max_tokens": 1}
     status, _, err = await harness.post("/v1/completions", body)
     assert status == 401 and "missing bearer token" in err["error"]["message"]
