@@ -70,7 +70,10 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    _state.settings = Settings.from_env(state_dir)
+    try:
+        _state.settings = Settings.from_env(state_dir)
+    except EnovaError as exc:
+        raise _fail(exc)
     _state.state_dir_given = state_dir is not None
 
 

@@ -221,10 +221,14 @@ class Reconciler:
         try:
             if self.committed_only:
                 with committed_snapshot(self.specs_path) as snap:
-                    try:
-                        specs = load_specs(snap.path)
-                    except SpecError as exc:
-                        raise _Rewritten(snap.rewrite(str(exc))) from exc
+                    try:  # named and resolved as the specs folder, so relative paths outlive the snapshot
+                        specs = load_specs(snap.path, present_as=self.specs_path)
+                    except SpecError:
+                        try:  # errors name the commit (abc1234:specs/x.yaml:3), as `git show` takes them
+                            load_specs(snap.path)
+                        except SpecError as exc:
+                            raise _Rewritten(snap.rewrite(str(exc))) from exc
+                        raise
             else:
                 specs = load_specs(self.specs_path)
             self.validate(specs)

@@ -63,3 +63,26 @@ def test_a_broken_commit_stalls_with_the_commit_and_path_named_and_keeps_the_las
     assert rec.specs.deployments["app"].doc.spec.replicas == 0  # the last good specs stay enforced
     rec.reconcile_once("app")
     assert rec.statuses["app"].condition == "Stalled" and "must be >= 0" in rec.statuses["app"].message
+
+
+def test_committed_only_resolves_relative_paths_against_the_specs_folder_and_keeps_the_gateway_hash(tmp_path):
+    from enova.plan.desired import desired_gateway, desired_state
+    repo = make_repo(tmp_path)
+    (repo / "specs" / "token").write_text("secret\n")
+    (repo / "specs" / "gateway.yaml").write_text(
+        "apiVersion: enova/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {token_file: ./token}\n")
+    (repo / "specs" / "local.yaml").write_text(SPEC.replace("app", "local").replace("org/model", "./weights")
+                                               .format(replicas=1))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "gateway with a token beside the specs")
+    rec = reconciler(repo, tmp_path, committed_only=True, validate=lambda specs: None)
+    hashes = []
+    for _ in range(3):  # every pass extracts HEAD into a new temporary folder
+        rec._load_specs("test")
+        assert rec.spec_error is None, rec.spec_error
+        gateway = desired_gateway(rec.specs)
+        hashes.append(gateway.config_hash)
+        assert gateway.config["token_file"] == str(repo / "specs" / "token")
+        assert Path(gateway.config["token_file"]).read_text() == "secret\n"   # still there after the pass
+        assert desired_state(rec.specs)["local"].base_dir == str((repo / "specs").resolve())
+    assert len(set(hashes)) == 1

@@ -44,8 +44,6 @@ def test_directories_come_from_the_environment_or_xdg(monkeypatch, tmp_path):
     assert Settings.from_env().cache_dir == tmp_path / "xdg" / "enova"
 
 
-@pytest.mark.xfail(strict=True, reason="needs enova/cli.py main_options to turn the EnovaError of "
-                   "Settings.from_env into _fail(exc); remove this mark when it does")
 def test_enova_status_with_a_malformed_port_range_exits_2_with_one_line(tmp_path):
     env = {**os.environ, "ENOVA_PORT_RANGE": "abc", "ENOVA_STATE_DIR": str(tmp_path)}
     done = subprocess.run([str(ENOVA), "status"], capture_output=True, text=True, env=env, timeout=60)
