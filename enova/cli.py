@@ -103,6 +103,16 @@ def _observe():
     return store, runtime, observe(store, runtime, now=time.time())
 
 
+def _rotate_logs(store) -> None:
+    """Replica and gateway logs are rotated by copy-and-truncate (enova.observe.logs); a failure
+    is reported, never fatal."""
+    from enova.observe.logs import rotate_logs
+    try:
+        rotate_logs(store.root / "logs")
+    except (OSError, EnovaError) as exc:
+        _progress(f"log rotation: {exc}")
+
+
 def _plan(specs, world, prune: bool):
     from enova.plan.desired import desired_gateway, desired_state
     from enova.plan.diff import compute_plan
@@ -156,6 +166,7 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
         spec_set = _load(specs)
         with StateLock(_state.settings.state_dir, "enova apply"):
             store, runtime, world = _observe()
+            _rotate_logs(store)
             plan = _plan(spec_set, world, prune)
             sys.stdout.write(_render(plan, output))
             sys.stdout.flush()

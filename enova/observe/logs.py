@@ -5,7 +5,7 @@ Replicas (vLLM) and the gateway write their stdout and stderr straight into file
 output: a relay that died would kill the engine with SIGPIPE. So the files cannot be renamed
 away and reopened; instead `rotate_log` copies a file that reached `max_bytes` to `<file>.1`
 (after shifting `.1 -> .2 ...` up to `keep`) and truncates the original in place, and the
-writer carries on at the new end. Called by the reconciler's timer and by apply.
+writer carries on at the new end. Called by the reconciler's timer and by `enova apply`.
 
 Requirement on the writers: the file must be open with O_APPEND (`open(path, "ab")`, as
 runtime.local and apply.gateway do). Each write then goes to the current end of the file, which

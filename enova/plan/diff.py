@@ -19,7 +19,7 @@ The gateway is planned first: wanted while it is enabled and any deployment rema
 specs, or kept as an orphan); CREATE when not running; REPLACE (start on the new address, then
 stop the old) when host or port changed; UPDATE (reload in place) when only other fields
 changed; DELETE when no longer wanted.
-Called by the CLI (diff, apply, status) and by the reconciler.
+Called by the CLI (diff, apply), enode, enova.status and the reconciler.
 """
 
 from __future__ import annotations

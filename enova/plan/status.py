@@ -2,7 +2,7 @@
 
 Sync: does what runs match the specs? (Synced / OutOfSync / Unknown when no specs were read.)
 Health: is what runs working? (Healthy / Progressing / Degraded / Missing.)
-Pure: derived from a Plan and observed replicas. Called by the CLI's `status`.
+Pure: derived from a Plan and observed replicas. Called by enova.status (the view `enova status` prints).
 """
 
 from __future__ import annotations
