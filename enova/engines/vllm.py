@@ -122,7 +122,7 @@ def render_launch(*, deployment: str, replica_id: str, config: dict[str, Any], c
     for name in _PARALLEL:
         ranks *= args.get(name, 1)
     if device == "gpu" and len(gpus) != config["resources"]["gpus"]:
-        raise ValueError(f"{config['resources']['gpus']} GPU(s) requested, {len(gpus)} assigned")
+        raise PermanentError(f"{deployment}: {config['resources']['gpus']} GPU(s) requested, {len(gpus)} assigned")
     pin: list[str] = []
     if device == "cpu":
         pin = [python, "-m", "enova.engines.pin", "--cpus", ",".join(str(c) for c in cpus), "--"]

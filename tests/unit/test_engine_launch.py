@@ -59,8 +59,9 @@ def test_gpu_launch_maps_gpus_by_uuid_and_sets_tensor_parallelism():
     assert launch.argv[j + 1] == '{"top_k": 5}'
 
 
-def test_gpu_launch_refuses_a_wrong_number_of_gpus():
-    with pytest.raises(ValueError, match="2 GPU"):
+def test_gpu_launch_refuses_a_wrong_number_of_gpus_with_an_enova_error():
+    from enova.errors import PermanentError
+    with pytest.raises(PermanentError, match="2 GPU"):
         _launch(GPU, gpus=["GPU-1111"])
 
 
