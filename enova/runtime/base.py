@@ -9,6 +9,13 @@ runtime runs the replica, so the planner, the gateway and status read one format
 
 Implementations: enova.runtime.local (processes), enova.runtime.memory (tests). Called by
 enova.runtime.world (observation), enova.apply (start/stop/readiness) and the CLI.
+
+How other runtimes fit: a Docker runtime's handle is the container id; liveness is the
+container's state, labels carry the deployment, replica id and config hash, and the endpoint is
+the published host port. A Kubernetes runtime can map a replica to a Pod the same way (enova
+keeps the rollout order); a runtime that rolls out by itself (a Deployment object) would take a
+whole Change at once, an optional capability apply can check for before it falls back to the
+replica-by-replica path here.
 """
 
 from __future__ import annotations
