@@ -12,7 +12,6 @@ Called by `enova.modelstore.resolve.resolve_model`; nothing else should need it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -26,6 +25,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
+from filelock import Timeout, UnixFileLock
 
 import enova
 from enova.errors import PermanentError, TemporaryError
@@ -116,17 +117,18 @@ def ensure_builtin(
 
 @contextmanager
 def _exclusive_lock(path: Path, name: str, progress: Callable[[str], None]) -> Iterator[None]:
-    """Hold an exclusive flock on `path`; say so through `progress` if we have to wait."""
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for another enova process preparing builtin:{name}…")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Hold an exclusive lock on `path`; say so through `progress` if we have to wait. filelock's
+    flock lock with no soft fallback, so the kernel drops it if its holder dies mid-conversion."""
+    lock = UnixFileLock(path, fallback_to_soft=False)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        progress(f"waiting for another enova process preparing builtin:{name}…")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _remove_leftovers(final: Path) -> None:

@@ -17,18 +17,20 @@ moment between the last copy and the truncate are lost. The copy is repeated unt
 caught up with the writer, so that moment is as short as a truncate.
 
 Two processes may rotate at once (the reconciler's timer and an `enova apply`): each rotation
-holds an exclusive fcntl lock on `.rotate.lock` in the log file's own directory, so a file is
-rotated by one of them, once. Everything here blocks on the disk only, and is idempotent: a
-file below its limit is left as it is.
+holds an exclusive lock on `.rotate.lock` in the log file's own directory (filelock's flock-based
+UnixFileLock, which the kernel drops if its holder dies), so a file is rotated by one of them,
+once. Everything here blocks on the disk only, and is idempotent: a file below its limit is left
+as it is.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import time
 from pathlib import Path
+
+from filelock import UnixFileLock
 
 from enova.errors import TemporaryError
 
@@ -52,7 +54,7 @@ def rotate_log(path: Path, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> bool
         raise ValueError(f"max_bytes must be >= 1 and keep >= 0 (got {max_bytes}, {keep})")
     path = Path(path)
     try:
-        with _DirectoryLock(path.parent):
+        with _directory_lock(path.parent):
             copies = _existing_copies(path)
             for number in copies:
                 if number > keep:
@@ -147,24 +149,10 @@ def _existing_copies(path: Path) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-class _DirectoryLock:
-    """An exclusive, blocking flock on `<directory>/.rotate.lock`; the kernel drops it if we die."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / LOCK_NAME
-        self._fd: int | None = None
-
-    def __enter__(self) -> "_DirectoryLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)       # closing the last descriptor releases the lock
-            self._fd = None
+def _directory_lock(directory: Path) -> UnixFileLock:
+    """An exclusive, blocking lock on `<directory>/.rotate.lock` (a context manager): filelock's
+    flock lock with no soft fallback, so the kernel drops it if we die. Raises FileNotFoundError
+    for a missing directory, which has nothing to rotate (filelock would create it)."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no directory {directory}")
+    return UnixFileLock(directory / LOCK_NAME, mode=0o644, fallback_to_soft=False)
