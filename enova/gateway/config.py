@@ -51,6 +51,7 @@ class GatewayConfig:
     connect_timeout: float = 5.0            # to a replica
     read_timeout: float | None = 600.0      # longest silence from a replica mid-request
     upstream_keepalive: float = 4.0         # below uvicorn's 5 s, so a pooled connection is never stale
+    token_poll_interval: float = 1.0        # how often the token file is checked for an in-place edit
 
     @property
     def settings(self) -> dict[str, Any]:

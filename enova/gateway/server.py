@@ -26,6 +26,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -99,6 +100,33 @@ class GatewayState:
                  "queue_timeout %g)", path, before, new.config_hash, len(new.tokens), new.max_body_bytes,
                  new.queue_size, new.queue_timeout)
         return True
+
+
+def _file_stamp(path: str | None) -> tuple[int, int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def watch_token_file(st: GatewayState) -> None:
+    """Reload in place when the token file is edited (a token added or removed during a rotation),
+    so a rotation needs neither `enova apply` nor a signal: the file's inode, size and mtime are
+    checked every `token_poll_interval` seconds. A bad edit (no token left, unreadable) is refused
+    by reload, which keeps the running tokens, and retried on the next edit."""
+    seen = _file_stamp(st.config.token_file)
+    while True:
+        await asyncio.sleep(st.config.token_poll_interval)
+        stamp = _file_stamp(st.config.token_file)
+        if stamp != seen:
+            seen = stamp
+            if stamp is not None and st.config.config_file is not None:
+                log.info("token file %s changed; reloading in place", st.config.token_file)
+                st.reload()
+                seen = _file_stamp(st.config.token_file)
 
 
 STATE = web.AppKey("enova_gateway", GatewayState)
@@ -305,7 +333,8 @@ async def _lifecycle(app: web.Application):
     st.proxy = Proxy(st.registry, st.metrics, st.session, retry_after=cfg.retry_after_unavailable, clock=st.clock)
     await st.watcher.reload()
     prober = Prober(st.registry, st.session, interval=cfg.probe_interval, timeout=cfg.probe_timeout)
-    st.tasks = [asyncio.create_task(st.watcher.run()), asyncio.create_task(prober.run())]
+    st.tasks = [asyncio.create_task(st.watcher.run()), asyncio.create_task(prober.run()),
+                asyncio.create_task(watch_token_file(st))]
     try:
         yield
     finally:

@@ -220,3 +220,37 @@ async def test_a_port_change_hands_over_with_no_failed_request_and_the_old_port_
     assert record.pid != old_pid and record.config["port"] == new_port
     assert not (harness.store.root / "gateway" / "retiring.json").exists()
     print(f"handover: {on_old.ok} requests on the old port, {on_new.ok} on the new, 0 failed")
+
+
+async def test_a_token_file_edited_in_place_is_picked_up_without_apply_or_signal(
+        harness: Harness, converger: GatewayConverger, tmp_path):
+    """The token file's content is a secret outside the plan: editing it (to rotate) must reach the
+    running gateway by itself, with no `enova apply` (whose plan would be unchanged) and no SIGHUP."""
+    harness.deployment("m1", [await harness.engine("a", pace=0.01)])
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old\n")
+    port = free_port()
+    await converge(converger, change("create", start=1), settings(port, tokens))
+    url = f"http://127.0.0.1:{port}"
+    pid = harness.store.read_gateway().pid
+    async with Load(url, "old", clients=4) as load:
+        tokens.write_text("old\nnew\n")
+        for _ in range(100):
+            if await status_of(url, "new") == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert await status_of(url, "new") == 200, "the added token was not picked up within 10 s"
+        load.token = "new"
+        await asyncio.sleep(0.3)
+        tokens.write_text("new\n")
+        for _ in range(100):
+            if await status_of(url, "old") == 401:
+                break
+            await asyncio.sleep(0.1)
+        tokens_bad = await status_of(url, "old")
+        tokens.write_text("# nothing left\n")          # a bad edit keeps the running tokens
+        await asyncio.sleep(2.5)
+        assert await status_of(url, "new") == 200
+    assert tokens_bad == 401
+    assert not load.failures, load.failures[:5]
+    assert harness.store.read_gateway().pid == pid
