@@ -195,15 +195,17 @@ class Applier:
                     message = self.apply_change(change, plan.desired.get(change.deployment))
                 result.outcomes.append(Outcome(change.deployment, change.action, True, message))
             except EnovaError as exc:
-                self.progress(f"{change.deployment}: FAILED: {exc}")
-                result.outcomes.append(Outcome(change.deployment, change.action, False, str(exc), exc))
+                text = str(exc).removeprefix(f"{change.deployment}: ")
+                self.progress(f"{change.deployment}: FAILED: {text}")
+                result.outcomes.append(Outcome(change.deployment, change.action, False, text, exc))
         if pending is not None and gateway_change is not None:
             try:
                 self.progress(f"gateway: {self.gateway.finish(pending)}")
             except EnovaError as exc:
-                self.progress(f"gateway: FAILED: {exc}")
+                text = str(exc).removeprefix("gateway: ")
+                self.progress(f"gateway: FAILED: {text}")
                 result.outcomes = [o for o in result.outcomes if o.deployment != GATEWAY]
-                result.outcomes.append(Outcome(GATEWAY, gateway_change.action, False, str(exc), exc))
+                result.outcomes.append(Outcome(GATEWAY, gateway_change.action, False, text, exc))
         return result
 
     def apply_change(self, change: Change, want: DesiredDeployment | None) -> str:
