@@ -32,24 +32,31 @@ def test_apply_then_plan_again_is_in_sync(w):
     assert not w.plan().has_changes
 
 
-def test_interrupted_rolling_replace_never_stops_the_only_ready_replica(w):
+def _interrupted_replace(w: MemWorld):
+    """One ready replica on max_num_seqs 16; the specs change to 8; enova is stopped (Ctrl-C,
+    SIGTERM) while the successor starts. Returns the old record, the successor's id and the result."""
     w.write(deployment_doc("a", args={"max_num_seqs": 16}))
     w.apply()
     old = _only(w.records("a"))
     w.write(deployment_doc("a", args={"max_num_seqs": 8}))
     w.runtime.behave("a", ready_after=30.0)
-    w.clock.stop_after_sleeps = 2  # enova is stopped (Ctrl-C, SIGTERM) while the successor starts
+    w.clock.stop_after_sleeps = 2
     plan, result = w.apply()
     assert plan.changes[0].action is Action.REPLACE
+    w.clock.stop_after_sleeps = None
+    new_id = next(rid for rid in w.records("a") if rid != old.id)
+    return old, new_id, result
+
+
+def test_interrupted_rolling_replace_never_stops_the_only_ready_replica(w):
+    old, new_id, result = _interrupted_replace(w)
     assert isinstance(result.failed[0].error, StartInterrupted)
     assert w.runtime.ids("stop") == []                      # neither the old nor the new one
     records = w.records("a")
-    new_id = next(rid for rid in records if rid != old.id)
     assert records[old.id].state == "ready" and records[new_id].state == "starting"
     assert w.runtime.running("a") == sorted([old.id, new_id])
 
     # the next run adopts the starting successor: waits for it, then stops the old replica
-    w.clock.stop_after_sleeps = None
     plan = w.plan()
     change = plan.changes[0]
     assert change.action is Action.REPLACE and change.wait == (new_id,) and change.roll == (old.id,)
@@ -63,15 +70,7 @@ def test_interrupted_rolling_replace_never_stops_the_only_ready_replica(w):
 
 
 def test_adopted_successor_that_crashes_leaves_the_old_replica_serving(w):
-    w.write(deployment_doc("a", args={"max_num_seqs": 16}))
-    w.apply()
-    old = _only(w.records("a"))
-    w.write(deployment_doc("a", args={"max_num_seqs": 8}))
-    w.runtime.behave("a", ready_after=30.0)
-    w.clock.stop_after_sleeps = 1
-    w.apply()
-    new_id = next(rid for rid in w.records("a") if rid != old.id)
-    w.clock.stop_after_sleeps = None
+    old, new_id, _ = _interrupted_replace(w)
     w.runtime.kill(new_id, "exited with code 1")
     plan, result = w.apply()       # the exited successor is forgotten and a new one rolled in
     assert not result.failed
