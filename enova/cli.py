@@ -159,9 +159,23 @@ def diff(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.te
 
 @app.command()
 def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.text) -> None:
-    """Converge: start, scale, replace (and with --prune delete) replicas to match the specs."""
+    """Converge: start, scale, replace (and with --prune delete) replicas to match the specs.
+    Ctrl-C stops waiting: replicas still starting are left starting for the next apply (or the
+    reconciler) to adopt; a second Ctrl-C quits at once."""
+    import signal
+    import threading
+
     from enova.apply.executor import Applier
     from enova.observe.lock import StateLock
+    from enova.runtime.base import StartInterrupted
+    stop = threading.Event()
+
+    def _interrupt(*_):
+        _err("enova: interrupted; replicas still starting are left for the next apply to adopt "
+             "(Ctrl-C again quits at once)")
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         spec_set = _load(specs)
         with StateLock(_state.settings.state_dir, "enova apply"):
@@ -172,13 +186,16 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
             sys.stdout.flush()
             if not plan.has_changes:
                 return
-            applier = Applier(store=store, settings=_state.settings, runtime=runtime, progress=_progress)
+            applier = Applier(store=store, settings=_state.settings, runtime=runtime, progress=_progress,
+                              stop=stop)
             began = time.monotonic()
             applier.preflight(plan)
             result = applier.apply(plan)
     except EnovaError as exc:
         raise _fail(exc)
     _err(f"{result.summary()} ({time.monotonic() - began:.1f} s)")
+    if any(isinstance(o.error, StartInterrupted) for o in result.failed):
+        raise typer.Exit(130)
     if result.failed:
         for outcome in result.failed:
             _err(f"error: {outcome.deployment}: {outcome.message}")

@@ -46,7 +46,8 @@ def test_enode_serves_generate_and_openai_and_stops_cleanly_on_ctrl_c(cli, tmp_p
         records = list(cli.state.glob("enode/*/deployments/smol/replicas/*.json"))
         [record] = [json.loads(r.read_text()) for r in records]
         assert "--max-num-seqs" in record["argv"] and record["argv"][record["argv"].index("--max-num-seqs") + 1] == "4"
-        tree = [psutil.Process(record["pid"]), *psutil.Process(record["pid"]).children(recursive=True)]
+        pid = record["handle"]["pid"]
+        tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)

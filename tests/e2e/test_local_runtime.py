@@ -25,7 +25,7 @@ def test_apply_replace_scale_heal_delete_with_the_real_engine(cli, tmp_path):
     # apply -> a completion answers -> diff exits 0
     began = time.monotonic()
     run = cli("apply", str(specs), check=0)
-    assert "Plan: 2 to create, 0 to replace, 0 to scale, 0 to delete." in run.out  # the gateway too
+    assert "Plan: 2 to create, 0 to replace, 0 to scale, 0 to update in place, 0 to delete." in run.out  # the gateway too
     [first] = cli.replicas("smollm2", specs)
     assert first["health"] == "healthy"
     complete(first["port"])
@@ -48,7 +48,7 @@ def test_apply_replace_scale_heal_delete_with_the_real_engine(cli, tmp_path):
     write_spec(specs, max_num_seqs=8)
     run = cli("diff", str(specs))
     assert run.code == 1, run.out + run.err
-    assert "Plan: 0 to create, 1 to replace, 0 to scale, 0 to delete." in run.out
+    assert "Plan: 0 to create, 1 to replace, 0 to scale, 0 to update in place, 0 to delete." in run.out
     assert "~ engine.args.max_num_seqs: 16 -> 8" in run.out
     plan = json.loads(cli("diff", str(specs), "--output", "json").out)
     assert plan["summary"]["replace"] == 1
@@ -65,7 +65,7 @@ def test_apply_replace_scale_heal_delete_with_the_real_engine(cli, tmp_path):
     # scale to 2 -> both answer, on different cores
     write_spec(specs, max_num_seqs=8, replicas=2)
     run = cli("diff", str(specs))
-    assert run.code == 1 and "Plan: 0 to create, 0 to replace, 1 to scale, 0 to delete." in run.out
+    assert run.code == 1 and "Plan: 0 to create, 0 to replace, 1 to scale, 0 to update in place, 0 to delete." in run.out
     cli("apply", str(specs), check=0)
     pair = cli.replicas("smollm2", specs)
     assert len(pair) == 2 and all(r["health"] == "healthy" for r in pair)

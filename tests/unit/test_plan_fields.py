@@ -1,7 +1,6 @@
 """Every Deployment spec field is classified as replace / scale / update in place, exactly once,
 and the replica config and the in-place records are built from exactly that table."""
 
-import typing
 
 from pydantic import BaseModel
 
