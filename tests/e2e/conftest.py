@@ -105,3 +105,54 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def stop_recorded_processes(state: Path) -> None:
+    """Kill every process tree a record under `state` names: replicas by their runtime handle
+    ({"pid", "create_time"}; records from before handles carry a top-level pid) and the gateway.
+    A process whose start time no longer matches its record is someone else's and left alone."""
+    for rec in [*state.glob("**/deployments/*/replicas/*.json"), *state.glob("**/gateway/gateway.json")]:
+        try:
+            data = json.loads(rec.read_text())
+        except (OSError, ValueError):
+            continue
+        handle = data.get("handle") or data
+        pid, created = handle.get("pid"), handle.get("create_time")
+        if not isinstance(pid, int):
+            continue
+        try:
+            root = psutil.Process(pid)
+            if created and abs(root.create_time() - created) > 0.05:
+                continue
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in tree:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(tree, timeout=10)
+
+
+def _cli_in(root: Path) -> Cli:
+    env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": "19300-19399",
+           "PYTHONUNBUFFERED": "1"}
+    return Cli(root / "state", env)
+
+
+@pytest.fixture
+def isolated_cli(tmp_path: Path) -> Cli:
+    """`cli` for one test, whose cleanup reads replica records with runtime handles."""
+    tool = _cli_in(tmp_path)
+    yield tool
+    stop_recorded_processes(tool.state)
+
+
+@pytest.fixture(scope="module")
+def module_cli(tmp_path_factory) -> Cli:
+    """One state directory shared by the tests of a module (state = <dir>/state), for scenarios
+    that reuse one engine start; every process its records name is killed after the module."""
+    tool = _cli_in(tmp_path_factory.mktemp("module"))
+    yield tool
+    stop_recorded_processes(tool.state)
