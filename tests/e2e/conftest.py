@@ -49,20 +49,12 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, request) -> Cli:
-    state = tmp_path / "state"
-    env = {**os.environ, "ENOVA_STATE_DIR": str(state), "ENOVA_PORT_RANGE": "19300-19399",
-           "PYTHONUNBUFFERED": "1"}
-    tool = Cli(state, env)
+def cli(tmp_path: Path) -> Cli:
+    """The CLI with its own state directory (<tmp>/state) and port range; afterwards every
+    process its records name is killed, whatever the test did."""
+    tool = _cli_in(tmp_path)
     yield tool
-    # Never leave engines or gateways behind, whatever the test did.
-    for rec in [*state.glob("**/deployments/*/replicas/*.json"), *state.glob("**/gateway/gateway.json")]:
-        pid = json.loads(rec.read_text())["pid"]
-        try:
-            for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-                p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    stop_recorded_processes(tool.state)
 
 
 def complete(port: int, prompt: str = "San Francisco is a", model: str = "smollm2") -> str:
@@ -139,14 +131,6 @@ def _cli_in(root: Path) -> Cli:
     env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": "19300-19399",
            "PYTHONUNBUFFERED": "1"}
     return Cli(root / "state", env)
-
-
-@pytest.fixture
-def isolated_cli(tmp_path: Path) -> Cli:
-    """`cli` for one test, whose cleanup reads replica records with runtime handles."""
-    tool = _cli_in(tmp_path)
-    yield tool
-    stop_recorded_processes(tool.state)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ import sys
 import time
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Cli, write_spec
+from .conftest import Cli, stop_recorded_processes, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +65,7 @@ def gateway(tmp_path_factory):
                 if proc.poll() is None:
                     proc.kill()
         cli("delete", "smollm2")
-        for rec in state.glob("deployments/*/replicas/*.json"):      # never leave an engine behind
-            pid = json.loads(rec.read_text())["pid"]
-            try:
-                for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-                    p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_recorded_processes(state)      # never leave an engine behind
 
 
 def _sse(client: httpx.Client, url: str, body: dict) -> list[str]:

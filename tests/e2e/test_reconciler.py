@@ -164,8 +164,8 @@ def backoff_delays(failures: list[dict]) -> list[float]:
 
 # ---- from nothing, each on its own state directory ------------------------------------------
 
-def test_a_replica_that_crashes_at_every_start_goes_into_crash_loop_backoff_with_growing_delays(isolated_cli, tmp_path):
-    cli = isolated_cli
+def test_a_replica_that_crashes_at_every_start_goes_into_crash_loop_backoff_with_growing_delays(cli, tmp_path):
+    cli = cli
     specs = specs_without_gateway(tmp_path / "specs", name="crashy", extra_args=CRASH_AT_START)
     reconciler = Reconciler(cli, specs)
     reconciler.start()
@@ -194,8 +194,8 @@ def test_a_replica_that_crashes_at_every_start_goes_into_crash_loop_backoff_with
 
 
 def test_a_replica_left_starting_by_a_stopped_reconciler_is_adopted_by_the_next_one_without_a_new_start(
-        isolated_cli, tmp_path):
-    cli = isolated_cli
+        cli, tmp_path):
+    cli = cli
     specs = specs_without_gateway(tmp_path / "specs", replicas=1, max_num_seqs=4)
     records = cli.state / "deployments" / "smollm2" / "replicas"
     reconciler = Reconciler(cli, specs)
