@@ -345,7 +345,10 @@ class Applier:
                releasing: set[str] = frozenset(), surge: bool = False) -> ReplicaRecord | None:
         """Allocate a port, cores or GPUs, render the launch and start the replica, as one step
         under the allocation lock. With `surge`, returns None instead of raising when no free GPU
-        is left for a second replica beside the one it replaces."""
+        is left for a second replica beside the one it replaces. Starts nothing once enova is
+        asked to stop (StartInterrupted)."""
+        if self.stop_event is not None and self.stop_event.is_set():
+            raise StartInterrupted(f"{want.name}: not starting a replica: enova is stopping")
         with _ALLOCATION:
             live = self._live_records()
             replica_id = new_replica_id(want.name)

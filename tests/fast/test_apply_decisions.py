@@ -247,3 +247,16 @@ def test_concurrent_rolling_replaces_never_give_a_gpu_twice(tmp_path):
     assert not errors and not overlaps
     gpus = [g for r in w.store.all_replicas() for g in r.gpus]
     assert len(gpus) == len(set(gpus)) == 2
+
+
+def test_nothing_is_started_once_enova_is_asked_to_stop(w):
+    w.write(deployment_doc("a", replicas=2))
+    plan = w.plan()
+    stop = threading.Event()
+    applier = w.applier()
+    applier.stop_event = stop
+    applier.preflight(plan)
+    stop.set()
+    result = applier.apply(plan)
+    assert isinstance(result.failed[0].error, StartInterrupted)
+    assert w.runtime.ids("start") == []
