@@ -87,14 +87,20 @@ def test_a_reconciler_stopped_while_a_replica_starts_leaves_it_for_the_next_to_a
     w.runtime.behave("a", ready_after=120.0)
     stop = threading.Event()
     rec = reconciler(w, stop=stop)
-    w.clock.stop_after_sleeps = 3
-    stop.set()
+    sleeps = []
+
+    def sleep_then_sigterm(seconds: float) -> bool:   # SIGTERM arrives while the model loads
+        w.clock.advance(seconds)
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            stop.set()
+        return stop.is_set()
+    rec.applier_options["sleep"] = sleep_then_sigterm
     rec.reconcile_once("a")
     assert rec.statuses["a"].reason == "Interrupted"
     (rid,) = w.runtime.running("a")
     assert w.records("a")[rid].state == "starting" and w.runtime.ids("stop") == []
 
-    w.clock.stop_after_sleeps = None
     after = reconciler(w)                 # a new reconciler (an upgrade of enova) adopts it
     after.reconcile_once("a")
     assert w.runtime.ids("start") == [rid] and w.records("a")[rid].state == "ready"
