@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,11 @@ class ArgTable:
     options: dict[str, dict[str, Any]]
 
 
+# (distribution, version) -> when extracting its table last failed (monotonic); retried after a while
+_FAILED: dict[tuple[str, str], float] = {}
+RETRY_FAILED_AFTER = 600.0
+
+
 def installed_vllm() -> tuple[str, str] | None:
     """(distribution, version) of the installed vLLM, read from package metadata; None if absent."""
     for name in DISTRIBUTIONS:
@@ -74,6 +80,10 @@ def load_table(cache_dir: Path) -> ArgTable | None:
     table = _read(path, distribution, version)
     if table is not None:
         return table
+    failed_at = _FAILED.get((distribution, version))
+    if failed_at is not None and time.monotonic() - failed_at < RETRY_FAILED_AFTER:
+        return None  # a long-running reconciler must not pay a failing extraction on every pass
+    _FAILED.pop((distribution, version), None)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".extract-", suffix=".json")
     os.close(fd)
@@ -84,11 +94,13 @@ def load_table(cache_dir: Path) -> ArgTable | None:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             log.warning("cannot read %s %s's engine arguments (exit %s: %s); they are not checked by vLLM",
                         distribution, version, done.returncode, last)
+            _FAILED[(distribution, version)] = time.monotonic()
             return None
         os.replace(tmp, path)
     except (OSError, subprocess.TimeoutExpired) as error:
         log.warning("cannot read %s %s's engine arguments (%s); they are not checked by vLLM",
                     distribution, version, error)
+        _FAILED[(distribution, version)] = time.monotonic()
         return None
     finally:
         if os.path.exists(tmp):

@@ -111,3 +111,24 @@ def test_enova_validate_reports_a_misspelt_engine_arg_with_file_and_line(tmp_pat
     assert done.returncode == 2, done.stderr
     assert "app.yaml:9 spec.engine.args.max_num_seq: unknown vLLM engine argument (did you mean max_num_seqs?)" \
         in done.stderr
+
+
+def test_a_failing_extraction_is_not_retried_on_every_call(tmp_path, monkeypatch):
+    """A reconciler re-reads the specs on every timer tick: a broken vLLM import must cost one
+    failing child process per retry period, not one per pass."""
+    calls = []
+
+    class Failed:
+        returncode, stderr = 1, "ImportError: broken vllm"
+
+    def failing_child(*args, **kwargs):
+        calls.append(args)
+        return Failed()
+    monkeypatch.setattr(subprocess, "run", failing_child)
+    monkeypatch.setattr(argspec, "_FAILED", {})
+    for _ in range(3):
+        assert load_table(tmp_path / "cache") is None
+    assert len(calls) == 1
+    monkeypatch.setattr(argspec, "RETRY_FAILED_AFTER", 0.0)
+    assert load_table(tmp_path / "cache") is None
+    assert len(calls) == 2
