@@ -100,12 +100,21 @@ def test_apply_replace_scale_heal_delete_with_the_real_engine(cli, tmp_path):
     assert status["deployments"] == [] and status["gateway"] is None, "the last delete stops the gateway too"
 
 
-def test_a_replica_that_never_becomes_healthy_is_stopped_and_its_log_shown(cli, tmp_path):
+def test_a_misspelt_engine_arg_is_refused_before_any_engine_starts(cli, tmp_path):
     specs = write_spec(tmp_path / "specs", extra_args=", not_a_vllm_flag: 1")
     run = cli("apply", str(specs))
-    assert run.code == 1
+    assert run.code == 2, run.err
+    assert "smollm2.yaml:7 spec.engine.args.not_a_vllm_flag: unknown vLLM engine argument" in run.err
+    assert "starting replica" not in run.err and not (cli.state / "deployments").exists()
+
+
+def test_a_replica_that_never_becomes_healthy_is_stopped_and_its_log_shown(cli, tmp_path):
+    # a valid argument vLLM refuses only at start (fewer batched tokens than max_model_len)
+    specs = write_spec(tmp_path / "specs", extra_args=", max_num_batched_tokens: 1")
+    run = cli("apply", str(specs))
+    assert run.code == 1, run.err
     assert "exited before becoming healthy" in run.err
-    assert "not-a-vllm-flag" in run.err  # vLLM's own complaint, from the replica's log
+    assert "max_num_batched_tokens" in run.err  # vLLM's own complaint, from the replica's log
     assert cli.replicas("smollm2", specs) == []
 
 
