@@ -31,7 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from enova.observe.state import ReplicaRecord, StateStore  # noqa: E402
+from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore  # noqa: E402
 from enova.plan.desired import config_hash, replica_config  # noqa: E402
 
 ENOVA = [str(Path(sys.executable).with_name("enova"))]
@@ -69,9 +69,15 @@ spec: {{target: {name}, arrival: {{process: poisson, rate: 2}}, duration: 60s, s
 
 def make_state(state: Path, names: list[str], pids: list[int]) -> None:
     from enova.spec.loader import load_specs
+    from enova.plan.desired import desired_state
     specs = load_specs(state.parent / "specs")
     store = StateStore(state)
+    desired = desired_state(specs)
     for i, name in enumerate(names):
+        want = desired[name]
+        store.write_deployment(DeploymentRecord(  # in-place fields as applied: only replicas differ
+            name=name, replicas=want.replicas, config_hash=want.config_hash, config=want.config, applied_at=0,
+            serving=want.serving, settings=want.settings))
         spec = specs.deployments[name].doc.spec
         config = replica_config(spec)
         if i % 4 == 3:  # recorded with the old args: a replace is planned

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,11 +146,23 @@ def render_launch(*, deployment: str, replica_id: str, config: dict[str, Any], c
     return Launch(argv=argv, env=env, device=device)
 
 
+_VERSIONS: dict[str, tuple[float, str | None]] = {}
+VERSION_TTL = 30.0  # package metadata costs ~2 ms a read; an install is seen within this long
+
+
 def _version(dist: str) -> str | None:
+    """The installed version of `dist` (None if absent), remembered for VERSION_TTL seconds:
+    validation asks once per deployment, and a long-running reconciler must still see an install."""
+    now = time.monotonic()
+    cached = _VERSIONS.get(dist)
+    if cached is not None and now - cached[0] < VERSION_TTL:
+        return cached[1]
     try:
-        return importlib.metadata.version(dist)
+        version: str | None = importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
-        return None
+        version = None
+    _VERSIONS[dist] = (now, version)
+    return version
 
 
 def engine_problem(device: str) -> str | None:
