@@ -317,10 +317,60 @@ class SLOSpec(StrictModel):
 # ---------------------------------------------------------------------------------------------
 # LoadProfile
 
+# What each conditional field is for: field -> (values of the selector that require it, values that
+# allow it). A field outside its values is an error, so a misplaced key is never silently ignored.
+_Rules = dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
 
-def _when_process(process: str, then: dict[str, Any], otherwise: dict[str, Any]) -> dict[str, Any]:
-    condition = {"required": ["process"], "properties": {"process": {"const": process}}}
-    return {"if": condition, "then": then, "else": otherwise}
+
+def _either(values: tuple[str, ...]) -> str:
+    quoted = [f"'{value}'" for value in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _check_rule(value: Any, info: ValidationInfo, selector: str, rules: _Rules) -> Any:
+    """The field validator behind every `_Rules` table: required with, and only used with."""
+    chosen = info.data.get(selector)
+    if chosen is None:  # the selector itself is invalid and reported
+        return value
+    required, allowed = rules[str(info.field_name)]
+    if value is None and chosen in required:
+        raise ValueError(f"required with {selector} '{chosen}'")
+    if value is not None and chosen not in allowed:
+        raise ValueError(f"only used with {selector} {_either(allowed)} ({selector} is '{chosen}')")
+    return value
+
+
+def _rules_schema(selector: str, rules: _Rules) -> list[dict[str, Any]]:
+    """The same rules as `_check_rule`, as JSON Schema for editors."""
+    def when(values: tuple[str, ...]) -> dict[str, Any]:
+        return {"required": [selector], "properties": {selector: {"enum": list(values)}}}
+
+    schema: list[dict[str, Any]] = []
+    for field_name, (required, allowed) in rules.items():
+        if required:
+            schema.append({"if": when(required), "then": {"required": [field_name]}})
+        schema.append({"if": when(allowed), "else": {"not": {"required": [field_name]}}})
+    return schema
+
+
+_RATED = ("poisson", "gamma", "constant", "normal", "ramp")
+_ARRIVAL_RULES: _Rules = {
+    "rate": (_RATED, _RATED),
+    "burstiness": (("gamma",), ("gamma",)),
+    "std": (("normal",), ("normal",)),
+    "end_rate": (("ramp",), ("ramp",)),
+    "steps": (("steps",), ("steps",)),
+    "trace": (("trace",), ("trace",)),
+    "trace_format": ((), ("trace",)),
+    "time_scale": ((), ("trace",)),
+}
+
+
+class StepSpec(StrictModel):
+    """One step of a `steps` arrival process: a Poisson rate held for a while."""
+
+    duration: Duration = Field(description="How long this step lasts, such as 10s or 2m.")
+    rate: float = Field(ge=0, description="Requests per second during this step (Poisson); 0 sends nothing.")
 
 
 class ArrivalSpec(StrictModel):
@@ -330,60 +380,195 @@ class ArrivalSpec(StrictModel):
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
-                _when_process("trace", {"required": ["trace"]}, {"required": ["rate"], "not": {"required": ["trace"]}}),
-                _when_process("gamma", {"required": ["burstiness"]}, {"not": {"required": ["burstiness"]}}),
+                *_rules_schema("process", _ARRIVAL_RULES),
+                {"if": {"required": ["process"], "properties": {"process": {"const": "ramp"}}},
+                 "else": {"properties": {"rate": {"exclusiveMinimum": 0}}}},
             ]
         }
     )
 
-    process: Literal["poisson", "constant", "gamma", "trace"] = Field(
+    process: Literal["poisson", "gamma", "constant", "normal", "ramp", "steps", "trace"] = Field(
         description=(
-            "The arrival process: poisson (exponential gaps), constant (fixed gaps), "
-            "gamma (gaps with a burstiness), trace (replay timestamps from a file)."
+            "The arrival process: poisson (exponential gaps), gamma (gamma gaps with a burstiness), "
+            "constant (fixed gaps), normal (each second's count drawn from a normal distribution), "
+            "ramp (Poisson, its rate linear from rate to end_rate), steps (Poisson, a rate per step), "
+            "trace (replay timestamps from a file)."
         )
     )
     rate: Union[float, None] = Field(
-        None, gt=0, validate_default=True, description="Requests per second; required unless process is trace."
+        None, ge=0, validate_default=True,
+        description=("Requests per second: the mean rate (poisson, gamma, constant), the mean per-second count "
+                     "(normal), the rate at the start (ramp, where it may be 0). Required with those processes, "
+                     "only for them."),
     )
     burstiness: Union[float, None] = Field(
-        None,
-        gt=0,
-        validate_default=True,
-        description="Gamma shape: 1 is Poisson, < 1 burstier, > 1 more regular. Required with gamma, only for gamma.",
+        None, gt=0, validate_default=True,
+        description=("Gamma shape, as vllm bench serve defines it: 1 is Poisson, < 1 burstier, > 1 more regular; "
+                     "the mean gap stays 1/rate. Required with gamma, only for gamma."),
+    )
+    std: Union[float, None] = Field(
+        None, ge=0, validate_default=True,
+        description=("Standard deviation of each second's count: count ~ round(N(rate, std)), truncated at 0. "
+                     "Required with normal, only for normal."),
+    )
+    end_rate: Union[float, None] = Field(
+        None, ge=0, validate_default=True,
+        description="Requests per second at the end of the run; the rate goes linearly from rate to end_rate. "
+                    "Required with ramp, only for ramp.",
+    )
+    steps: Union[list[StepSpec], None] = Field(
+        None, min_length=1, validate_default=True,
+        description="The steps, in order; the last step's rate holds until the run's duration ends. "
+                    "Required with steps, only for steps.",
     )
     trace: Union[str, None] = Field(
-        None,
-        validate_default=True,
-        description="A trace file, relative to the spec file's folder. Required with process trace, only for trace.",
+        None, min_length=1, validate_default=True,
+        description="A trace file (CSV or JSONL), relative to the spec file's folder. Required with process trace, "
+                    "only for trace.",
     )
+    trace_format: Union[Literal["auto", "enova", "azure", "burstgpt"], None] = Field(
+        None, validate_default=True,
+        description=("The trace's column layout (default auto: known by its header): enova (timestamp in seconds, "
+                     "optional input_tokens, output_tokens), azure (the Azure LLM inference traces: TIMESTAMP, "
+                     "ContextTokens, GeneratedTokens) or burstgpt (Timestamp, Request tokens, Response tokens). "
+                     "Only for trace."),
+    )
+    time_scale: Union[float, None] = Field(
+        None, gt=0, validate_default=True,
+        description="Replay speed (default 1): 2 replays the trace twice as fast, 0.5 at half speed. Only for trace.",
+    )
+
+    @field_validator(*_ARRIVAL_RULES)
+    @classmethod
+    def _used_by_the_process(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_rule(value, info, "process", _ARRIVAL_RULES)
 
     @field_validator("rate")
     @classmethod
-    def _rate_unless_trace(cls, rate: Union[float, None], info: ValidationInfo) -> Union[float, None]:
-        process = info.data.get("process")
-        if rate is None and process is not None and process != "trace":
-            raise ValueError(f"required with process '{process}'")
+    def _rate_above_zero_unless_ramp(cls, rate: Union[float, None], info: ValidationInfo) -> Union[float, None]:
+        if rate == 0 and info.data.get("process") not in (None, "ramp"):
+            raise ValueError("must be > 0")
         return rate
 
-    @field_validator("burstiness")
+    @field_validator("end_rate")
     @classmethod
-    def _burstiness_with_gamma(cls, burstiness: Union[float, None], info: ValidationInfo) -> Union[float, None]:
-        return _only_with(burstiness, info.data.get("process"), "gamma")
+    def _ramp_sends_something(cls, end_rate: Union[float, None], info: ValidationInfo) -> Union[float, None]:
+        if end_rate == 0 and info.data.get("rate") == 0:
+            raise ValueError("rate and end_rate are both 0: nothing would be sent")
+        return end_rate
 
-    @field_validator("trace")
+    @field_validator("steps")
     @classmethod
-    def _trace_with_trace(cls, trace: Union[str, None], info: ValidationInfo) -> Union[str, None]:
-        return _only_with(trace, info.data.get("process"), "trace")
+    def _steps_send_something(cls, steps: Union[list[StepSpec], None]) -> Union[list[StepSpec], None]:
+        if steps and all(step.rate == 0 for step in steps):
+            raise ValueError("every step's rate is 0: nothing would be sent")
+        return steps
 
 
-def _only_with(value: Any, process: Union[str, None], wanted: str) -> Any:
-    if process is None:  # process itself is invalid and reported
-        return value
-    if process == wanted and value is None:
-        raise ValueError(f"required with process '{wanted}'")
-    if process != wanted and value is not None:
-        raise ValueError(f"only used with process '{wanted}' (process is '{process}')")
-    return value
+_LENGTH_RULES: _Rules = {
+    "value": (("fixed",), ("fixed",)),
+    "mean": (("normal", "lognormal"), ("normal", "lognormal")),
+    "std": (("normal", "lognormal"), ("normal", "lognormal")),
+    "min": (("uniform",), ("uniform", "normal", "lognormal")),
+    "max": (("uniform",), ("uniform", "normal", "lognormal")),
+}
+
+
+class LengthSpec(StrictModel):
+    """A distribution of lengths in tokens, counted with the model's own tokenizer."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": _rules_schema("distribution", _LENGTH_RULES)})
+
+    distribution: Literal["fixed", "uniform", "normal", "lognormal"] = Field(
+        description=("fixed (value), uniform (integers from min to max, both included), normal (mean, std), "
+                     "lognormal (a log-normal whose own mean and std, in tokens, are mean and std). Normal and "
+                     "lognormal draws are rounded and kept within [min, max] (min defaults to 1).")
+    )
+    value: Union[int, None] = Field(
+        None, gt=0, validate_default=True, description="The length, in tokens. Required with fixed, only for fixed.")
+    mean: Union[float, None] = Field(
+        None, gt=0, validate_default=True,
+        description="Mean length, in tokens. Required with normal and lognormal, only for them.")
+    std: Union[float, None] = Field(
+        None, ge=0, validate_default=True,
+        description="Standard deviation of the length, in tokens. Required with normal and lognormal, only for them.")
+    min: Union[int, None] = Field(
+        None, gt=0, validate_default=True,
+        description="Shortest length, in tokens. Required with uniform; optional with normal and lognormal (default 1).")
+    max: Union[int, None] = Field(
+        None, gt=0, validate_default=True,
+        description="Longest length, in tokens. Required with uniform; optional with normal and lognormal (no bound).")
+
+    @field_validator(*_LENGTH_RULES)
+    @classmethod
+    def _used_by_the_distribution(cls, value: Any, info: ValidationInfo) -> Any:
+        return _check_rule(value, info, "distribution", _LENGTH_RULES)
+
+    @field_validator("max")
+    @classmethod
+    def _max_not_below_min(cls, maximum: Union[int, None], info: ValidationInfo) -> Union[int, None]:
+        minimum = info.data.get("min")
+        if maximum is not None and minimum is not None and maximum < minimum:
+            raise ValueError(f"must be >= min ({minimum})")
+        return maximum
+
+
+PROMPT_SOURCES = ("builtin", "synthetic")
+_PROMPT_FILE_SUFFIXES = (".jsonl", ".json")
+
+
+class RequestsSpec(StrictModel):
+    """What each request asks for."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"required": ["prompts"], "properties": {"prompts": {"const": "synthetic"}}},
+        "then": {"required": ["input_tokens"]},
+        "else": {"not": {"required": ["input_tokens"]}},
+    })
+
+    api: Literal["completions", "chat", "generate"] = Field(
+        "completions",
+        description="The API: completions (/v1/completions), chat (/v1/chat/completions) or generate (/generate).")
+    prompts: str = Field(
+        "builtin", min_length=1,
+        json_schema_extra={"anyOf": [{"enum": list(PROMPT_SOURCES)}, {"pattern": r"\.jsonl?$"}]},
+        description=("Where prompts come from: builtin (the prompt set shipped with enova), synthetic (generated to "
+                     "input_tokens), or a file relative to the spec file's folder: JSONL (one prompt per line) or a "
+                     "ShareGPT-format .json."),
+    )
+    input_tokens: Union[LengthSpec, None] = Field(
+        None, validate_default=True,
+        description="Prompt lengths, in tokens. Required with synthetic prompts, only for them.")
+    output_tokens: Union[LengthSpec, None] = Field(
+        None, description="Output lengths, in tokens, sent as max_tokens (default: fixed at spec.max_tokens).")
+    temperature: Union[float, None] = Field(None, ge=0, description="Sampling temperature (default: the server's).")
+    top_p: Union[float, None] = Field(None, gt=0, le=1, description="Nucleus sampling top_p (default: the server's).")
+    ignore_eos: bool = Field(False, description="Keep generating past the end-of-sequence token, to the full length.")
+    stream: bool = Field(True, description="Stream the answer, so that time to first token and inter-token gaps are measured.")
+
+    @field_validator("prompts")
+    @classmethod
+    def _a_source_or_a_file(cls, prompts: str) -> str:
+        if prompts not in PROMPT_SOURCES and not prompts.endswith(_PROMPT_FILE_SUFFIXES):
+            raise ValueError("must be builtin, synthetic, or a prompt file: .jsonl, or ShareGPT-format .json")
+        return prompts
+
+    @field_validator("input_tokens")
+    @classmethod
+    def _lengths_for_synthetic(cls, lengths: Union[LengthSpec, None], info: ValidationInfo) -> Union[LengthSpec, None]:
+        prompts = info.data.get("prompts")
+        if prompts is None:  # invalid and reported
+            return lengths
+        if prompts == "synthetic" and lengths is None:
+            raise ValueError("required with prompts 'synthetic'")
+        if prompts != "synthetic" and lengths is not None:
+            raise ValueError(f"only used with prompts 'synthetic' (prompts is '{prompts}'); "
+                             "a prompt set has its own lengths")
+        return lengths
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 class LoadProfileSpec(StrictModel):
@@ -392,9 +577,27 @@ class LoadProfileSpec(StrictModel):
     target: str = Field(description="Name of the Deployment the load is sent to.")
     arrival: ArrivalSpec = Field(description="When requests arrive.")
     duration: Duration = Field(description="How long to send load, such as 60s or 5m.")
-    slo: Union[str, None] = Field(None, description="Name of an SLO document to judge the run against.")
-    max_tokens: int = Field(128, gt=0, description="Tokens to generate per request.")
-    seed: Union[int, None] = Field(None, description="Random seed, for a reproducible arrival sequence.")
+    slo: Union[str, None] = Field(
+        None, description="Name of an SLO document to judge the run against (default: the target deployment's slo).")
+    max_tokens: int = Field(128, gt=0, description="Tokens to generate per request when requests.output_tokens is not set.")
+    seed: Union[int, None] = Field(
+        None, description="Random seed: the same seed gives the same arrivals and requests (default: a fresh one, "
+                          "written in the result file).")
+    concurrency: Union[int, None] = Field(
+        None, gt=0, description="At most this many requests in flight: a closed loop, where a request waits for a free "
+                                "slot (default: open loop, every request leaves at its scheduled time).")
+    requests: RequestsSpec = Field(RequestsSpec(), description="What each request asks for.")
+
+    @field_validator("duration")
+    @classmethod
+    def _covers_the_steps(cls, duration: float, info: ValidationInfo) -> float:
+        arrival = info.data.get("arrival")
+        if arrival is not None and arrival.steps:
+            total = sum(step.duration for step in arrival.steps)
+            if total > duration * (1 + 1e-9):
+                raise ValueError(f"shorter than arrival.steps, which last {_seconds(total)}: "
+                                 f"the steps past {_seconds(duration)} would never run")
+        return duration
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,6 +114,41 @@ TABLE = {
         "alias_bomb.yaml:11 spec.engine.args.d: invalid YAML: aliases expand past 1000 alias uses or 100000 values"
         " here (an alias bomb?); nest fewer anchors",
     ],
+    "load_profile_arrivals.yaml": [
+        "load_profile_arrivals.yaml:6 spec.arrival.std: required with process 'normal'",
+        "load_profile_arrivals.yaml:9 spec.arrival.end_rate: only used with process 'ramp' (process is 'normal') (got 9)",
+        "load_profile_arrivals.yaml:17 spec.arrival.end_rate: rate and end_rate are both 0: nothing would be sent (got 0)",
+        "load_profile_arrivals.yaml:27 spec.arrival.rate: only used with process 'poisson', 'gamma', 'constant',"
+        " 'normal' or 'ramp' (process is 'steps') (got 2)",
+        # a list item is located at its own line
+        "load_profile_arrivals.yaml:30 spec.arrival.steps[1].rat: unknown field",
+        "load_profile_arrivals.yaml:30 spec.arrival.steps[1].rate: required field missing",
+        "load_profile_arrivals.yaml:41 spec.duration: shorter than arrival.steps, which last 70s: the steps past 60s"
+        " would never run (got '60s')",
+        "load_profile_arrivals.yaml:48 spec.arrival.rate: only used with process 'poisson', 'gamma', 'constant',"
+        " 'normal' or 'ramp' (process is 'trace') (got 3)",
+        "load_profile_arrivals.yaml:48 spec.arrival.time_scale: must be > 0 (got 0)",
+        "load_profile_arrivals.yaml:48 spec.arrival.trace_format: must be one of: auto, enova, azure, burstgpt"
+        " (got 'azur'); did you mean 'azure'?",
+        "load_profile_arrivals.yaml:56 spec.arrival.rate: must be > 0 (got 0)",
+        "load_profile_arrivals.yaml:58 spec.concurrency: must be > 0 (got 0)",
+    ],
+    "load_profile_requests.yaml": [
+        "load_profile_requests.yaml:8 spec.requests.input_tokens: required with prompts 'synthetic'",
+        "load_profile_requests.yaml:9 spec.requests.api: must be one of: completions, chat, generate (got 'openai')",
+        "load_profile_requests.yaml:11 spec.requests.output_tokens.max: must be >= min (64) (got 32)",
+        "load_profile_requests.yaml:22 spec.requests.input_tokens: only used with prompts 'synthetic'"
+        " (prompts is 'builtin'); a prompt set has its own lengths",
+        "load_profile_requests.yaml:23 spec.requests.output_tokens.value: required with distribution 'fixed'",
+        "load_profile_requests.yaml:25 spec.requests.output_tokens.mean: only used with distribution 'normal' or"
+        " 'lognormal' (distribution is 'fixed') (got 32)",
+        "load_profile_requests.yaml:26 spec.requests.top_p: must be <= 1 (got 1.5)",
+        "load_profile_requests.yaml:36 spec.requests.prompts: must be builtin, synthetic, or a prompt file: .jsonl,"
+        " or ShareGPT-format .json (got 'prompts.txt')",
+        "load_profile_requests.yaml:37 spec.requests.output_tokens.std: required with distribution 'lognormal'",
+        "load_profile_requests.yaml:37 spec.requests.output_tokens.stdev: unknown field; expected one of:"
+        " distribution, max, mean, min, std, value; did you mean 'std'?",
+    ],
     "multiple_errors": [
         "multiple_errors/app.yaml:7 spec.replicas: must be >= 0 (got -2)",
         'multiple_errors/app.yaml:16 spec.slo: no SLO named "fast" (no SLO is defined)',
