@@ -33,8 +33,10 @@ import numpy as np
 
 from enova.errors import UsageError
 
-from .datasets import SYNTHETIC, Prompt, SyntheticPrompts, count_tokens, draw_lengths, load_prompts
+from .datasets import SYNTHETIC, Prompt, SyntheticPrompts, count_tokens, draw_lengths, load_prompts, load_tokenizer
 from .model import Arrival, Request
+
+__all__ = ["APIS", "body", "build_requests", "load_tokenizer"]  # load_tokenizer: the caller's one import
 
 APIS = ("completions", "chat", "generate")
 # Stream ids under the run's seed, so that changing one part of the spec leaves the others' draws alone.
