@@ -14,7 +14,15 @@ from enova.inject.datasets import load_prompts
 from enova.inject.model import Arrival
 from enova.inject.requests import build_requests
 
-from .test_datasets import smollm2  # noqa: F401  (fixture)
+from .test_datasets import smollm2_tokenizer_or_reason
+
+
+@pytest.fixture
+def smollm2():
+    tokenizer, reason = smollm2_tokenizer_or_reason()
+    if tokenizer is None:
+        pytest.skip(reason)
+    return tokenizer
 
 
 def arrivals(n, **tokens):
