@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,12 @@ def test_a_partial_run_is_marked_in_the_summary():
     run = slo_run()
     run.partial = True
     assert "PARTIAL" in render_summary(summarize(run))
+
+
+def test_the_summary_is_json_and_survives_a_result_file_round_trip():
+    run = slo_run()
+    again = RunResult.from_dict(json.loads(json.dumps(run.to_dict())))
+    data = json.loads(json.dumps(summarize(again).to_dict()))
+
+    assert data == json.loads(json.dumps(summarize(run).to_dict()))
+    assert data["slo_met"] is False and data["objectives"][0]["name"] == "ttft_p95_ms"
