@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The systemd unit is checked with systemd-analyze verify; Debian's systemd package provides it.
-if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  (apt-get update -qq && apt-get install -y -qq systemd) >/dev/null 2>&1 || echo "note: could not install systemd-analyze"
+# Debian packages the tests drive for real: systemd-analyze verifies the systemd unit; chromium
+# renders the injection report headless (with a font for its text).
+missing=()
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing ${missing[*]} (Debian)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+    || echo "note: could not install ${missing[*]}; the tests that need them say so and skip"
 fi
 echo "== import layers (import-linter)"
 .venv/bin/lint-imports

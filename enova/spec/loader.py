@@ -369,6 +369,8 @@ def _did_you_mean(value: Any, choices: list[str]) -> str:
 def _model_at(model: Any, path: KeyPath) -> Any:
     """The pydantic model class that validates the mapping at `path`, or None."""
     for part in path:
+        if isinstance(part, int) and not isinstance(part, bool) and model is not None:
+            continue  # an item of a list of models: the same model validates it
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return None
         model = _model_in(model.model_fields[part].annotation)

@@ -121,7 +121,8 @@ TABLE = {
         "load_profile_arrivals.yaml:27 spec.arrival.rate: only used with process 'poisson', 'gamma', 'constant',"
         " 'normal' or 'ramp' (process is 'steps') (got 2)",
         # a list item is located at its own line
-        "load_profile_arrivals.yaml:30 spec.arrival.steps[1].rat: unknown field",
+        "load_profile_arrivals.yaml:30 spec.arrival.steps[1].rat: unknown field; expected one of: duration, rate;"
+        " did you mean 'rate'?",
         "load_profile_arrivals.yaml:30 spec.arrival.steps[1].rate: required field missing",
         "load_profile_arrivals.yaml:41 spec.duration: shorter than arrival.steps, which last 70s: the steps past 60s"
         " would never run (got '60s')",
