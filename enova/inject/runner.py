@@ -371,7 +371,9 @@ def run_parallel(requests: list[Request], *, workers: int = 1, shard: tuple[int,
     `shard` (i, N): keep the requests whose index % N == i (N hosts run one profile together; see
     `merge`). The kept requests go round-robin to the workers (the k-th to worker k % workers),
     which all start at `start_at` (wall clock; default: shortly after every worker is ready), so
-    together they send the original schedule. `kwargs` are run_requests' (picklable). Ctrl-C (on
+    together they send the original schedule. `kwargs` are run_requests' (picklable); a
+    `concurrency` cap is split between the workers (each keeps its own slots, so the cap holds in
+    total but a free slot in one worker does not serve another's queue). Ctrl-C (on
     the main thread) or `stop` stops every worker; what they measured is still returned, and a
     worker that died has its requests recorded as failed, never dropped. Raises UsageError."""
     index, count = shard
@@ -380,7 +382,7 @@ def run_parallel(requests: list[Request], *, workers: int = 1, shard: tuple[int,
     if workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {workers})")
     kept = [r for r in requests if r.index % count == index]
-    workers = max(1, min(workers, len(kept)))
+    workers = max(1, min(workers, len(kept), kwargs.get("concurrency") or workers))
     if workers == 1:
         return run_requests(kept, start_at=start_at, stop=stop, progress=progress, **kwargs)
     return _run_processes(kept, workers, start_at, stop if stop is not None else threading.Event(), progress,
@@ -395,8 +397,11 @@ def _run_processes(kept: list[Request], workers: int, start_at: float | None, st
     start = ctx.Value("d", 0.0)
     parts = [kept[k::workers] for k in range(workers)]
     kwargs = {k: v for k, v in kwargs.items() if k not in ("abort", "handle_sigint", "worker")}
+    cap = kwargs.pop("concurrency", None)
+    caps = [None if cap is None else cap // workers + (w < cap % workers) for w in range(workers)]
     procs = [ctx.Process(target=_worker_main, name=f"enova-inject-{w}", daemon=True,
-                         args=(w, parts[w], kwargs, out, go, start, mp_stop, mp_abort, progress is not None))
+                         args=(w, parts[w], {**kwargs, "concurrency": caps[w]}, out, go, start, mp_stop, mp_abort,
+                               progress is not None))
              for w in range(workers)]
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -454,6 +459,8 @@ def _run_processes(kept: list[Request], workers: int, start_at: float | None, st
             mp_stop.set()
         go.set()
         for p in procs:
+            if p.pid is None:              # never started
+                continue
             p.join(timeout=5.0)
             if p.is_alive():
                 p.terminate()

@@ -10,6 +10,8 @@ Streams:
   - NDJSON (the seed's `/generate`, see enova/gateway/generate.py): one object a line; a token
     event has a non-empty `delta`; the last line carries `generated_text`, `finish_reason` and
     `usage`.
+Events that arrive in one read share its arrival time (a gap of 0 between them), as in
+`vllm bench serve`.
 An event with an `error` object (vLLM's and the gateway's way of breaking a started stream) makes
 the answer an error. So does a stream that ends before [DONE] (SSE) or its last line (NDJSON), or
 one with no usage report: then the output token count is unknown.

@@ -250,6 +250,29 @@ def test_two_workers_send_the_same_schedule_as_one(up):
     assert len(arrivals) == 150 and np.median(gaps) == pytest.approx(0.01, abs=0.002)
 
 
+def test_a_concurrency_cap_holds_in_total_over_workers(up):
+    requests = [Request(index=i, at=0.0, api="completions",
+                        body={"model": "fixture", "prompt": "hi", "max_tokens": 2, "fixture": {"delay": 0.1}})
+                for i in range(12)]
+
+    results = run_parallel(requests, target=up.url, workers=2, concurrency=3)
+
+    assert all(r.ok for r in results)
+    assert up.stats()["max_in_flight"] == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_reports_end_with_every_request_counted(up, workers):
+    seen = []
+
+    run_parallel(constant(50, 20, max_tokens=3), target=up.url, workers=workers, progress=seen.append)
+
+    last = seen[-1]
+    assert (last.total, last.sent, last.finished, last.ok, last.failed, last.in_flight) == (20, 20, 20, 20, 0, 0)
+    assert last.output_tokens == 60
+    assert len(seen) >= 2
+
+
 def run_of(results, shard: tuple[int, int], partial: bool = False) -> RunResult:
     return RunResult(profile={"target": "fixture"}, target="http://x", model="fixture", api="completions", seed=1,
                      started_at=time.time(), duration=1.0, requests=results, shard=shard, partial=partial)
