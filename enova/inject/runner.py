@@ -35,7 +35,8 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,22 +318,49 @@ def run_requests(requests: list[Request], *, target: str, token: str | None = No
                concurrency=concurrency, stop=stop, abort=abort, progress=progress, worker=worker, clock=clock,
                grace=grace, timeout=timeout)
     raise_open_files_limit()
-    previous = None
-    if handle_sigint and threading.current_thread() is threading.main_thread():
-        def on_sigint(signum, frame):
-            (abort if stop.is_set() else stop).set()
-        previous = signal.signal(signal.SIGINT, on_sigint)
     loop = _new_loop()
-    try:
-        results = loop.run_until_complete(run.main(start_at))
-    finally:
+    with _interrupts(stop.set, abort.set, enabled=handle_sigint):
         try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
+            results = loop.run_until_complete(run.main(start_at))
         finally:
-            loop.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
     return sorted(results, key=lambda r: r.index)
+
+
+@contextmanager
+def _interrupts(first: Callable[[], None], second: Callable[[], None], enabled: bool = True) -> Iterator[None]:
+    """While inside: the first Ctrl-C calls `first`, later ones `second`; never a KeyboardInterrupt
+    (which would lose the results gathered so far). A handler the caller installed (say, one that
+    prints "stopping") is still called on the first, and ours put back after it. Main thread only."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    count = 0
+
+    def handler(signum, frame):
+        nonlocal count
+        count += 1
+        if count > 1:
+            second()
+            return
+        first()
+        if callable(previous) and previous is not signal.default_int_handler:
+            try:
+                previous(signum, frame)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                signal.signal(signal.SIGINT, handler)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---- several processes, and shards ------------------------------------------------------------
@@ -396,23 +424,32 @@ def _run_processes(kept: list[Request], workers: int, start_at: float | None, st
     go, mp_stop, mp_abort = ctx.Event(), ctx.Event(), ctx.Event()
     start = ctx.Value("d", 0.0)
     parts = [kept[k::workers] for k in range(workers)]
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("abort", "handle_sigint", "worker")}
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("abort", "worker")}
+    handle_sigint = kwargs.pop("handle_sigint", True)
     cap = kwargs.pop("concurrency", None)
     caps = [None if cap is None else cap // workers + (w < cap % workers) for w in range(workers)]
     procs = [ctx.Process(target=_worker_main, name=f"enova-inject-{w}", daemon=True,
                          args=(w, parts[w], {**kwargs, "concurrency": caps[w]}, out, go, start, mp_stop, mp_abort,
                                progress is not None))
              for w in range(workers)]
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def on_sigint(signum, frame):
-            if stop.is_set():
-                mp_abort.set()
-            stop.set()
-            mp_stop.set()
-        previous = signal.signal(signal.SIGINT, on_sigint)
+
+    def first() -> None:
+        stop.set()
+        mp_stop.set()
+
     results: dict[int, list[RequestResult]] = {}
     snapshots: dict[int, Progress] = {}
+    with _interrupts(first, mp_abort.set, enabled=handle_sigint):
+        _collect(procs, parts, out, go, start, start_at, stop, mp_stop, progress, results, snapshots)
+    merged = [r for part in results.values() for r in part]
+    return sorted(merged, key=lambda r: r.index)
+
+
+def _collect(procs: list[Any], parts: list[list[Request]], out: Any, go: Any, start: Any, start_at: float | None,
+             stop: Any, mp_stop: Any, progress: Callable[[Progress], None] | None,
+             results: dict[int, list[RequestResult]], snapshots: dict[int, Progress]) -> None:
+    """Start the workers, give them one start instant, gather their progress and results."""
+    workers = len(procs)
     try:
         for p in procs:
             p.start()
@@ -453,8 +490,6 @@ def _run_processes(kept: list[Request], workers: int, start_at: float | None, st
             elif kind == "failed":
                 results[w] = _lost(parts[w], w, f"failed: {payload}")
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
         if len(results) < workers:
             mp_stop.set()
         go.set()
@@ -466,5 +501,3 @@ def _run_processes(kept: list[Request], workers: int, start_at: float | None, st
                 p.terminate()
                 p.join(timeout=1.0)
         out.close()
-    merged = [r for part in results.values() for r in part]
-    return sorted(merged, key=lambda r: r.index)

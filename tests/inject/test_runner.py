@@ -300,3 +300,46 @@ def test_shards_0_of_2_and_1_of_2_merged_equal_the_whole(up):
 def test_bad_worker_shard_and_concurrency_options_are_usage_errors(options, message):
     with pytest.raises(UsageError, match=message):
         run_parallel(constant(10, 2), target="http://127.0.0.1:9", **options)
+
+
+CALLER_HANDLER_SCRIPT = textwrap.dedent("""
+    import json, signal, sys, threading
+    from enova.inject.model import Request
+    from enova.inject.runner import run_parallel
+    url, workers = sys.argv[1], int(sys.argv[2])
+    stop = threading.Event()
+    def interrupt(*_):                     # what the CLI does: say so, and make a second Ctrl-C fatal
+        print("stopping", flush=True)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, interrupt)
+    body = {"model": "fixture", "prompt": "hi", "max_tokens": 2, "fixture": {"delay": 30}}
+    requests = [Request(index=i, at=i / 20, api="completions", body=body) for i in range(200)]
+    print("go", flush=True)
+    results = run_parallel(requests, target=url, workers=workers, stop=stop, grace=60)
+    print(json.dumps([r.to_dict() for r in results]), flush=True)
+""")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_ctrl_c_ends_the_grace_and_the_callers_handler_still_runs(up, workers):
+    proc = subprocess.Popen([sys.executable, "-c", CALLER_HANDLER_SCRIPT, up.url, str(workers)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "go"
+        time.sleep(1.5 + 0.5 * workers)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stdout.readline().strip() == "stopping"
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)                 # answers take 30 s and the grace is 60 s: not waited for
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    results = json.loads(out)
+
+    assert proc.returncode == 0
+    assert [r["index"] for r in results] == list(range(200))
+    sent = [r for r in results if r["sent"] is not None]
+    assert sent and all(r["error"] == CANCELLED for r in sent)
+    assert all(r["error"] == NOT_SENT for r in results if r["sent"] is None)
