@@ -194,7 +194,7 @@ class _Run:
                     break
                 if self.progress is not None and self.clock() >= next_report:
                     self.progress(self.snapshot())
-                    next_report += PROGRESS_EVERY
+                    next_report = self.clock() + PROGRESS_EVERY
                 await asyncio.sleep(POLL)
             left = list(self.tasks)
             for task in left:
