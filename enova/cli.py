@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from enova import __version__
 from enova.errors import EnovaError, UsageError
@@ -328,6 +329,161 @@ def events(
                 show(event)
         except KeyboardInterrupt:
             stop.set()
+
+
+class _RunByDefault(TyperGroup):
+    """`enova inject specs/ --profile x` and `enova inject --target ...` mean `enova inject run ...`;
+    `report`, `compare` and `merge` are subcommands."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+inject_app = typer.Typer(cls=_RunByDefault, no_args_is_help=True,
+                         help="Send realistic load (LoadProfile specs or quick options), measure, judge against SLOs.")
+app.add_typer(inject_app, name="inject")
+
+
+def _shard(value: str) -> tuple[int, int]:
+    index, _, total = value.partition("/")
+    try:
+        i, n = int(index), int(total)
+    except ValueError:
+        raise UsageError(f"--shard {value}: expected i/N, such as 0/2") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"--shard {value}: i must be in 0..N-1")
+    return i, n
+
+
+@inject_app.command("run")
+def inject_run(
+    specs: Annotated[Optional[Path], typer.Argument(help="Specs holding the LoadProfile (with --profile).")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="The LoadProfile to run.")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Base URL (default: the specs' gateway).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Served model name (quick run).")] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="Requests per second (quick run).")] = None,
+    duration: Annotated[str, typer.Option("--duration", help="How long (quick run), e.g. 60s.")] = "60s",
+    process: Annotated[str, typer.Option("--process", help="poisson or constant (quick run).")] = "poisson",
+    input_len: Annotated[Optional[int], typer.Option("--input-len", help="Synthetic prompt tokens (quick run; "
+                                                     "needs --tokenizer).")] = None,
+    output_len: Annotated[int, typer.Option("--output-len", help="max_tokens per request (quick run).")] = 128,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Generate exactly --output-len tokens.")] = False,
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="The model's folder, for "
+                                                     "--input-len.")] = None,
+    api: Annotated[str, typer.Option("--api", help="completions, chat or generate (quick run).")] = "completions",
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the schedule and prompts.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", help="Cap on requests in flight "
+                                                       "(closed loop).")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes sharing the schedule on this host.")] = 1,
+    shard: Annotated[str, typer.Option("--shard", help="i/N: this host's share when N hosts run one "
+                                       "profile (join with enova inject merge).")] = "0/1",
+    token: Annotated[Optional[str], typer.Option("--token", envvar="ENOVA_TOKEN", help="Bearer token.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Result file (default: "
+                                                "runs/<time>-<name>.json).")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Send load on an exact open-loop schedule, measure every request, print the figures and write
+    the result file. Ctrl-C stops sending, waits briefly, and writes a partial result. Exit 1 when
+    the run misses its SLO, 2 on bad input."""
+    import signal
+    import threading
+
+    from enova.inject import session
+    from enova.inject.results import render_summary, summarize
+    stop = threading.Event()
+
+    def _interrupt(*_):
+        _err("enova: stopping: no more requests are sent; waiting briefly for those in flight")
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        seconds = _duration(duration, "--duration")
+        if workers < 1:
+            raise UsageError("--workers must be >= 1")
+        if profile is not None:
+            if specs is None:
+                raise UsageError("--profile needs the specs folder: enova inject specs/ --profile NAME")
+            setup = session.from_profile(_load(specs), profile, cache_dir=_state.settings.cache_dir,
+                                         target=target, token=token)
+        else:
+            if specs is not None:
+                raise UsageError("give --profile NAME to run a LoadProfile from the specs")
+            missing = [o for o, v in (("--target", target), ("--model", model), ("--rate", rate)) if v is None]
+            if missing:
+                raise UsageError(f"a quick run needs {', '.join(missing)} (or: enova inject specs/ --profile NAME)")
+            setup = session.quick(target=target, model=model, rate=rate, duration=seconds, input_len=input_len,
+                                  output_len=output_len, ignore_eos=ignore_eos, seed=seed, api=api,
+                                  process=process, concurrency=concurrency, token=token, model_path=tokenizer)
+        if concurrency is not None:
+            setup.concurrency = concurrency
+        session.preflight(setup)
+        path = out or Path("runs") / f"{time.strftime('%Y-%m-%dT%H-%M-%S')}-{setup.name}.json"
+        _progress(f"inject: {len(setup.requests)} requests over {setup.duration:g} s to {setup.target} "
+                  f"({setup.model}, {setup.api}, seed {setup.seed}); results -> {path}")
+        signal.signal(signal.SIGINT, _interrupt)
+        from enova.inject.live import LiveView
+        with LiveView(setup.duration, len(setup.requests)) as live:
+            run = session.execute(setup, workers=workers, shard=_shard(shard), stop=stop, progress=live)
+        session.write_result(run, path)
+    except EnovaError as exc:
+        raise _fail(exc)
+    summary = summarize(run)
+    if output is Output.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        sys.stdout.write(render_summary(summary))
+    _err(f"enova: results written to {path}" + (" (partial: stopped early)" if run.partial else ""))
+    if run.partial:
+        raise typer.Exit(130)
+    if summary.slo_met is False:
+        raise typer.Exit(1)
+
+
+@inject_app.command("report")
+def inject_report(
+    result: Annotated[Path, typer.Argument(help="A result file of enova inject.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The HTML file (default: beside the result).")] = None,
+) -> None:
+    """Write one self-contained HTML report with plots (opens offline)."""
+    from enova.inject.report import write_report
+    from enova.inject.session import read_result
+    try:
+        path = write_report(read_result(result), out or result.with_suffix(".html"))
+    except EnovaError as exc:
+        raise _fail(exc)
+    print(path)
+
+
+@inject_app.command("compare")
+def inject_compare(
+    a: Annotated[Path, typer.Argument(help="The first (baseline) result file.")],
+    b: Annotated[Path, typer.Argument(help="The second result file.")],
+) -> None:
+    """What changed between two runs: each figure, the difference, better or worse."""
+    from enova.inject.compare import compare_runs, render_comparison
+    from enova.inject.session import read_result
+    try:
+        sys.stdout.write(render_comparison(compare_runs(read_result(a), read_result(b))))
+    except EnovaError as exc:
+        raise _fail(exc)
+
+
+@inject_app.command("merge")
+def inject_merge(
+    results: Annotated[list[Path], typer.Argument(help="The shard result files of one profile.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The merged result file.")],
+) -> None:
+    """Join the result files of `--shard i/N` runs into one run."""
+    from enova.inject.merge import merge_runs
+    from enova.inject.session import read_result, write_result
+    try:
+        merged = merge_runs([read_result(p) for p in results], names=[str(p) for p in results])
+        write_result(merged, out)
+    except EnovaError as exc:
+        raise _fail(exc)
+    print(f"{out}: {len(merged.requests)} requests from {len(results)} shards")
 
 
 service_app = typer.Typer(help="Run `enova reconcile` as a systemd service.", no_args_is_help=True)
