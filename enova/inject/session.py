@@ -109,8 +109,12 @@ def from_profile(specs: SpecSet, name: str, *, cache_dir: Path, target: str | No
     seed = _seed(spec.seed)
     requests_spec = spec.requests.model_dump(mode="json") if getattr(spec, "requests", None) else {}
     prompts = requests_spec.get("prompts") or "builtin"
-    tokenizer = _tokenizer_for(deployment.doc.spec.model, Path(deployment.file).parent, cache_dir,
-                               needed=prompts == "synthetic")
+    # the model's tokenizer makes synthetic prompts of exact lengths and reads ShareGPT answers'
+    # lengths; otherwise the server's usage report counts the tokens, and no model is resolved
+    tokenizer = None
+    if prompts == "synthetic" or (prompts.endswith(".json") and not requests_spec.get("output_tokens")):
+        tokenizer = _tokenizer_for(deployment.doc.spec.model, Path(deployment.file).parent, cache_dir,
+                                   needed=prompts == "synthetic")
     arrivals = schedule(spec.arrival, spec.duration, seed, base_dir)
     requests = build_requests(arrivals, requests_spec, model=spec.target, max_tokens=spec.max_tokens, seed=seed,
                               base_dir=base_dir, tokenizer=tokenizer)
