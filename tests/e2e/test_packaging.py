@@ -18,8 +18,9 @@ def test_the_wheel_ships_templates_and_the_console_script(tmp_path):
                    check=True)
     [wheel] = tmp_path.glob("enova-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for template in ("vllm/argv.yaml.j2", "vllm/env.yaml.j2", "vllm/defaults.yaml"):
+    for template in ("vllm/argv.yaml.j2", "vllm/env.yaml.j2", "vllm/defaults.yaml", "inject/report.html.j2"):
         assert f"enova/templates/{template}" in names
+    assert "enova/inject/data/prompts.jsonl" in names  # the shipped prompt set: a run needs no download
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "enova = enova.cli:main" in entry_points
 
