@@ -168,8 +168,6 @@ def quick(*, target: str, model: str, rate: float, duration: float, input_len: i
 def preflight(setup: RunSetup, timeout: float = 5.0) -> None:
     """Refuse before any load is sent: an unreachable target, a rejected token, a model it does not
     serve (from GET /v1/models), an empty schedule."""
-    if not setup.requests:
-        raise UsageError(f"the schedule is empty: no request falls within {setup.duration:g} s")
     headers = {"Authorization": f"Bearer {setup.token}"} if setup.token else {}
     url = f"{setup.target}/v1/models"
     try:
@@ -190,6 +188,8 @@ def preflight(setup: RunSetup, timeout: float = 5.0) -> None:
     if setup.model not in served:
         raise UsageError(f"target {setup.target} does not serve model {setup.model!r} (served: "
                          f"{', '.join(served) or 'none'})")
+    if not setup.requests:
+        raise UsageError(f"the schedule is empty: no request falls within {setup.duration:g} s")
 
 
 def versions() -> dict[str, str]:

@@ -79,10 +79,10 @@ def test_a_30_second_poisson_run_accounts_for_every_request_and_agrees_with_the_
 
 def test_bad_input_is_refused_before_any_load_is_sent(served, tmp_path):
     cli, specs = served
-    unreachable = cli("inject", "--target", "http://127.0.0.1:9", "--model", "smollm2", "--rate", "1",
+    unreachable = cli("inject", "--target", "http://127.0.0.1:9", "--model", "smollm2", "--rate", "5",
                       "--duration", "2s")
     assert unreachable.code == 2 and "unreachable" in unreachable.err
-    unknown = cli("inject", "--target", f"http://127.0.0.1:{PORT}", "--model", "nope", "--rate", "1",
+    unknown = cli("inject", "--target", f"http://127.0.0.1:{PORT}", "--model", "nope", "--rate", "5",
                   "--duration", "2s")
     assert unknown.code == 2 and "does not serve model 'nope'" in unknown.err and "smollm2" in unknown.err
     missing = cli("inject", str(specs), "--profile", "no-such-profile")
