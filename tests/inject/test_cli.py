@@ -99,6 +99,13 @@ def test_bad_input_is_refused_before_any_load_is_sent(upstream, tmp_path):
     shard = enova("inject", "--target", upstream.url, "--model", "fixture", "--rate", "5", "--shard", "2/2",
                   cwd=tmp_path)
     assert shard.returncode == 2 and "--shard" in shard.stderr
+    (tmp_path / "orphan").mkdir()
+    (tmp_path / "orphan" / "p.yaml").write_text(
+        "apiVersion: enova/v1\nkind: LoadProfile\nmetadata: {name: p}\n"
+        "spec: {target: nowhere, duration: 5s, arrival: {process: poisson, rate: 2}}\n")
+    orphan = enova("inject", "orphan", "--profile", "p", "--target", upstream.url, cwd=tmp_path)
+    assert orphan.returncode == 2 and 'p.yaml:4 spec.target: no Deployment named "nowhere"' in orphan.stderr
+    assert upstream.stats()["arrivals"] == []
 
 
 def test_shard_results_merge_into_the_whole_run(upstream, tmp_path):
