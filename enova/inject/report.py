@@ -28,6 +28,7 @@ import jinja2
 import numpy as np
 from markupsafe import Markup
 
+from enova.engines.templates import templates_dir
 from enova.errors import UsageError
 from enova.inject.model import RunResult
 from enova.inject.results import (
@@ -39,7 +40,6 @@ from enova.inject.results import (
     summarize,
 )
 
-_PACKAGE = Path(__file__).resolve().parent.parent
 TEMPLATE = "inject/report.html.j2"
 MAX_POINTS = 4000          # scatter points drawn; beyond this every k-th request is shown
 MAX_WINDOWS = 120          # attainment bars; windows widen (in 5 s steps) on long runs
@@ -445,18 +445,10 @@ def attainment_plot(run: RunResult, targets: dict[str, float], window: float, ov
 # Template
 
 
-def templates_dir() -> Path:
-    for candidate in (_PACKAGE / "templates", _PACKAGE.parent / "templates"):
-        if (candidate / TEMPLATE).is_file():
-            return candidate
-    raise FileNotFoundError(f"enova's report template is missing (looked for {TEMPLATE} in {_PACKAGE / 'templates'} "
-                            f"and {_PACKAGE.parent / 'templates'}); reinstall enova")
-
-
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),  # enova's templates, in the wheel or a checkout
         undefined=jinja2.StrictUndefined,
         autoescape=True,
         trim_blocks=True,
