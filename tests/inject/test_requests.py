@@ -14,17 +14,6 @@ from enova.inject.datasets import load_prompts
 from enova.inject.model import Arrival
 from enova.inject.requests import build_requests
 
-from .test_datasets import smollm2_tokenizer_or_reason
-
-
-@pytest.fixture
-def smollm2():
-    tokenizer, reason = smollm2_tokenizer_or_reason()
-    if tokenizer is None:
-        pytest.skip(reason)
-    return tokenizer
-
-
 def arrivals(n, **tokens):
     return [Arrival(i, i * 0.1, **tokens) for i in range(n)]
 
