@@ -253,6 +253,129 @@ def classify_model(ref: str) -> Literal["builtin", "hub", "local"]:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Scaling (the autoscaler: enova.autoscale)
+
+def parse_delay(value: Any) -> float:
+    """Seconds, like `parse_duration`, but 0 ("0s", 0) is allowed: no delay, or never."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must be >= 0")
+        if value == 0:
+            return 0.0
+    if isinstance(value, str) and re.fullmatch(DURATION_PATTERN, value) and all(
+            float(number) == 0 for number, _ in _DURATION_PART.findall(value)):
+        return 0.0
+    return parse_duration(value)
+
+
+Delay = Annotated[
+    float,
+    BeforeValidator(parse_delay),
+    WithJsonSchema({"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}]}),
+]
+"""A duration in seconds that may be 0 (as a number or a string such as "0s" or "5m")."""
+
+SCALING_POLICIES = ("slo", "concurrency", "rps", "enova-original")
+# what each policy's `target` must hold: policy -> the one key it needs (None: it takes no target)
+_POLICY_TARGET: dict[str, Union[str, None]] = {"slo": None, "concurrency": "concurrency", "rps": "rps",
+                                                "enova-original": None}
+
+
+class ScalingTarget(StrictModel):
+    """The per-replica level a policy holds: concurrency for policy concurrency, rps for policy rps."""
+
+    concurrency: Union[float, None] = Field(
+        None, gt=0, description="Requests in flight per replica to aim for (policy concurrency, as Knative's target).")
+    rps: Union[float, None] = Field(
+        None, gt=0, description="Requests per second per replica to aim for (policy rps, as dstack's and SkyServe's).")
+
+
+def _target_schema() -> list[dict[str, Any]]:
+    """The policy -> target rules of ScalingSpec._target_fits_the_policy, as JSON Schema for editors."""
+    rules: list[dict[str, Any]] = []
+    for policy, key in _POLICY_TARGET.items():
+        when = {"properties": {"policy": {"const": policy}}, "required": ["policy"]} if policy != "slo" else {
+            "properties": {"policy": {"const": "slo"}}}
+        if key is None:
+            rules.append({"if": when, "then": {"not": {"required": ["target"]}}})
+        else:
+            other = [k for k in ("concurrency", "rps") if k != key]
+            rules.append({"if": when, "then": {"required": ["target"], "properties": {"target": {
+                "required": [key], "not": {"anyOf": [{"required": [k]} for k in other]}}}}})
+    return rules
+
+
+class ScalingSpec(StrictModel):
+    """Autoscaling: while set, the replica count belongs to the autoscaler, within [min, max]."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        *_target_schema(),
+        {"if": {"properties": {"min": {"const": 0}}, "required": ["min"]},
+         "then": {"required": ["scale_to_zero_after"],
+                  "properties": {"scale_to_zero_after": {"not": {"enum": [0, "0s", "0m", "0h", "0ms"]}}}}},
+    ]})
+
+    min: int = Field(1, ge=0, description="Fewest replicas. 0 lets an idle deployment go to zero replicas (then "
+                     "scale_to_zero_after is required): the gateway holds requests while one starts.")
+    max: int = Field(ge=1, description="Most replicas; >= min.")
+    policy: Literal["slo", "concurrency", "rps", "enova-original"] = Field(
+        "slo", description=("How the count is decided: slo (hold the deployment's SLO; needs spec.slo), concurrency "
+                            "(Knative's KPA: in-flight requests per replica, target.concurrency), rps (dstack's and "
+                            "SkyServe's request rate per replica, target.rps), enova-original (the original ENOVA "
+                            "rule: pending requests)."))
+    target: Union[ScalingTarget, None] = Field(
+        None, validate_default=True,
+        description="The per-replica target: {concurrency: N} for policy concurrency, {rps: R} for policy rps; "
+                    "slo and enova-original take none.")
+    scale_up_delay: Delay = Field(0.0, description="How long a shortage must last before replicas are added (0s: at once).")
+    scale_down_delay: Delay = Field(300.0, description="How long a surplus must last before a replica is removed.")
+    scale_to_zero_after: Delay = Field(
+        0.0, validate_default=True,
+        description="Idle time after which the count may go to 0 (needs min 0); 0s: never.")
+
+    @field_validator("max")
+    @classmethod
+    def _max_not_below_min(cls, maximum: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min")
+        if minimum is not None and maximum < minimum:
+            raise ValueError(f"must be >= min ({minimum})")
+        return maximum
+
+    @field_validator("target")
+    @classmethod
+    def _target_fits_the_policy(cls, target: Union[ScalingTarget, None], info: ValidationInfo) -> Union[ScalingTarget, None]:
+        policy = info.data.get("policy")
+        if policy is None:  # invalid and reported
+            return target
+        key = _POLICY_TARGET[policy]
+        if key is None:
+            if target is not None:
+                raise ValueError(f"only used with policy 'concurrency' or 'rps' (policy is '{policy}'); "
+                                 f"{policy} takes no target")
+            return target
+        example = "{concurrency: 8}" if key == "concurrency" else "{rps: 4}"
+        if target is None:
+            raise ValueError(f"required with policy '{policy}', such as target: {example}")
+        if getattr(target, key) is None:
+            raise ValueError(f"policy '{policy}' needs target.{key}, such as target: {example}")
+        misplaced = [k for k in ("concurrency", "rps") if k != key and getattr(target, k) is not None]
+        if misplaced:
+            raise ValueError(f"target.{misplaced[0]} is only used with policy '{misplaced[0]}' (policy is '{policy}')")
+        return target
+
+    @field_validator("scale_to_zero_after")
+    @classmethod
+    def _zero_needs_min_zero(cls, after: float, info: ValidationInfo) -> float:
+        minimum = info.data.get("min")
+        if minimum == 0 and after == 0:
+            raise ValueError("required with min 0: the idle time after which the count may go to 0, "
+                             "such as 10m (or set min >= 1)")
+        if minimum is not None and minimum > 0 and after > 0:
+            raise ValueError(f"only used with min 0 (min is {minimum})")
+        return after
+
+
 class DeploymentSpec(StrictModel):
     """A model served by one or more engine replicas."""
 
@@ -271,6 +394,9 @@ class DeploymentSpec(StrictModel):
     resources: Resources = Field(Resources(), description="What each replica gets from the host.")
     slo: Union[str, None] = Field(None, description="Name of an SLO document this deployment is held to.")
     serving: ServingSpec = Field(ServingSpec(), description="How the gateway serves this deployment.")
+    scaling: Union[ScalingSpec, None] = Field(
+        None, description=("Autoscaling between scaling.min and scaling.max replicas. While set, the autoscaler owns "
+                           "the count (replicas is only where it starts); enova diff and apply leave its count alone."))
 
     @field_validator("model")
     @classmethod
@@ -280,6 +406,14 @@ class DeploymentSpec(StrictModel):
             if name not in BUILTIN_MODELS:
                 raise ValueError(f"unknown builtin model; known: {', '.join(sorted(BUILTIN_MODELS))}")
         return ref
+
+    @field_validator("scaling")
+    @classmethod
+    def _slo_policy_needs_an_slo(cls, scaling: Union[ScalingSpec, None], info: ValidationInfo) -> Union[ScalingSpec, None]:
+        if scaling is not None and scaling.policy == "slo" and "slo" in info.data and info.data["slo"] is None:
+            raise ValueError("policy 'slo' (the default) needs the deployment's slo: name an SLO document in "
+                             "spec.slo, or choose policy concurrency or rps")
+        return scaling
 
     @field_validator("runtime", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ TABLE = {
     ],
     "unknown_key.yaml": [
         "unknown_key.yaml:7 spec.replicaz: unknown field; expected one of: engine, model, replicas, resources,"
-        " runtime, serving, slo; did you mean 'replicas'?",
+        " runtime, scaling, serving, slo; did you mean 'replicas'?",
     ],
     "wrong_type.yaml": [
         "wrong_type.yaml:7 spec.replicas: must be an integer (got 'two')",
@@ -149,6 +149,25 @@ TABLE = {
         "load_profile_requests.yaml:37 spec.requests.output_tokens.std: required with distribution 'lognormal'",
         "load_profile_requests.yaml:37 spec.requests.output_tokens.stdev: unknown field; expected one of:"
         " distribution, max, mean, min, std, value; did you mean 'std'?",
+    ],
+    "scaling_rules.yaml": [
+        "scaling_rules.yaml:6 spec.scaling.target: required with policy 'concurrency', such as target: {concurrency: 8}",
+        "scaling_rules.yaml:8 spec.scaling.max: must be >= min (3) (got 2)",
+        # min 0 without scale_to_zero_after: no line of its own, so the line of its mapping
+        "scaling_rules.yaml:16 spec.scaling.scale_to_zero_after: required with min 0: the idle time after which the"
+        " count may go to 0, such as 10m (or set min >= 1)",
+        "scaling_rules.yaml:20 spec.scaling.target: policy 'rps' needs target.rps, such as target: {rps: 4}",
+        "scaling_rules.yaml:29 spec.scaling.target: only used with policy 'concurrency' or 'rps' (policy is 'slo');"
+        " slo takes no target",
+        "scaling_rules.yaml:30 spec.scaling.scale_down_delay: must be >= 0 (got -5)",
+        "scaling_rules.yaml:31 spec.scaling.scale_to_zero_after: only used with min 0 (min is 1) (got '10m')",
+        "scaling_rules.yaml:38 spec.scaling.max: must be >= 1 (got 0)",
+        "scaling_rules.yaml:38 spec.scaling.scale_down_delay: must be a duration such as 500ms, 60s, 5m or 1h30m,"
+        " or a number of seconds (got '1x')",
+        "scaling_rules.yaml:45 spec.scaling.polcy: unknown field; expected one of: max, min, policy, scale_down_delay,"
+        " scale_to_zero_after, scale_up_delay, target; did you mean 'policy'?",
+        "scaling_rules.yaml:52 spec.scaling: policy 'slo' (the default) needs the deployment's slo: name an SLO"
+        " document in spec.slo, or choose policy concurrency or rps",
     ],
     "multiple_errors": [
         "multiple_errors/app.yaml:7 spec.replicas: must be >= 0 (got -2)",
