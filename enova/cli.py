@@ -115,10 +115,13 @@ def _rotate_logs(store) -> None:
 
 
 def _plan(specs, world, prune: bool):
+    """The plan; a deployment with `scaling` is planned at the autoscaler's persisted count."""
+    from enova.observe.scaler import ScalerStore
     from enova.plan.desired import desired_gateway, desired_state
     from enova.plan.diff import compute_plan
-    return compute_plan(desired_state(specs), world.deployments, prune=prune, gateway=desired_gateway(specs),
-                        observed_gateway=world.gateway)
+    scaled = ScalerStore(_state.settings.state_dir).targets()
+    return compute_plan(desired_state(specs, scaled), world.deployments, prune=prune,
+                        gateway=desired_gateway(specs), observed_gateway=world.gateway)
 
 
 def _render(plan, output: Output) -> str:

@@ -5,15 +5,21 @@ The replica config holds exactly the fields that plan.fields marks REPLACE, so i
 changes if and only if the replicas must be replaced; `serving` and `settings` hold the
 UPDATE fields, written to the deployment record in place. Pure; called by the CLI, enode and
 the reconciler before plan.diff.compute_plan.
+
+Who owns the replica count: without `scaling`, spec.replicas. With `scaling`, the autoscaler:
+its persisted target (enova.observe.scaler.ScalerStore.targets(), passed in as `scaled`)
+clamped to [min, max], so an edit of min or max takes effect at once; before the autoscaler
+has decided anything, spec.replicas clamped the same way. Removing `scaling` hands the count
+back to spec.replicas (a leftover target is ignored).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
-
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from enova.spec.loader import SpecSet
 from enova.spec.models import DeploymentSpec, GatewaySpec
@@ -32,7 +38,29 @@ def in_place(spec: DeploymentSpec, is_default: bool) -> dict[str, Any]:
     effective default decided over the spec set."""
     out = project(spec.model_dump(mode="json"), Effect.UPDATE)
     out["serving"]["default"] = is_default
+    if spec.scaling is not None and spec.scaling.min == 0:
+        # the gateway holds requests for a deployment at zero replicas instead of a 503 at once
+        out["serving"]["scale_from_zero"] = True
     return out
+
+
+def replica_count(spec: DeploymentSpec, scaled: int | None) -> tuple[int, str, str]:
+    """The desired replica count of one deployment, who owns it ("spec" or "autoscaler") and,
+    for the autoscaler, how it was reached (for plan reasons). `scaled`: the autoscaler's
+    persisted target, None when it has decided nothing yet."""
+    scaling = spec.scaling
+    if scaling is None:
+        return spec.replicas, "spec", ""
+    if scaled is None:
+        start, source = spec.replicas, f"spec.replicas {spec.replicas} until the autoscaler decides"
+    else:
+        start, source = scaled, f"the autoscaler's target {scaled}"
+    count = min(max(start, scaling.min), scaling.max)
+    if count > start:
+        source += f", raised to min {scaling.min}"
+    elif count < start:
+        source += f", lowered to max {scaling.max}"
+    return count, "autoscaler", source
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -41,17 +69,23 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def desired_state(specs: SpecSet) -> dict[str, DesiredDeployment]:
-    """Map deployment name -> DesiredDeployment, sorted by name."""
+def desired_state(specs: SpecSet, scaled: Mapping[str, int] | None = None) -> dict[str, DesiredDeployment]:
+    """Map deployment name -> DesiredDeployment, sorted by name. `scaled`: deployment name ->
+    the autoscaler's persisted target (ScalerStore.targets()); read only for deployments whose
+    spec sets `scaling`."""
     out: dict[str, DesiredDeployment] = {}
     default = specs.default_deployment
+    scaled = scaled or {}
     for name in sorted(specs.deployments):
         located = specs.deployments[name]
         config = replica_config(located.doc.spec)
         updates = in_place(located.doc.spec, name == default)
+        replicas, owner, why = replica_count(located.doc.spec, scaled.get(name))
         out[name] = DesiredDeployment(
             name=name,
-            replicas=located.doc.spec.replicas,
+            replicas=replicas,
+            replicas_from=owner,
+            replicas_why=why,
             config=config,
             config_hash=config_hash(config),
             source=f"{located.file}:{located.line}",

@@ -15,6 +15,10 @@ Rules, per deployment name in desired ∪ observed, sorted by name:
   (REPLACE and SCALE carry the same `update` and `wait`.)
 - observed only: with prune -> DELETE; without -> NOOP marked `orphaned` (reported, kept).
 - otherwise NOOP.
+`replicas` is the desired count whoever owns it: spec.replicas, or, for a deployment with
+`scaling`, the autoscaler's target clamped to [min, max] (plan.desired); such changes carry
+replicas_from "autoscaler", so a spec.replicas that differs from the autoscaler's count is no
+change at all (GitOps and the autoscaler never fight over it).
 The gateway is planned first: wanted while it is enabled and any deployment remains (in the
 specs, or kept as an orphan); CREATE when not running; REPLACE (start on the new address, then
 stop the old) when host or port changed; UPDATE (reload in place) when only other fields
@@ -87,9 +91,19 @@ def _in_place_changes(want: DesiredDeployment, have: ObservedDeployment) -> tupl
     for path in sorted(UPDATE_FIELDS):
         section, key = FIELDS[path].target.split(".", 1)
         before, after = recorded[section].get(key, _ABSENT), wanted[section].get(key, _ABSENT)
-        if before != after or (key in recorded[section]) != (key in wanted[section]):
-            out.append(FieldChange(path, before, after))
+        # a field enova learnt after the record was written (scaling) reads as unset there
+        learnt_since = after is None and key not in recorded[section] and bool(recorded[section])
+        if before != after or ((key in recorded[section]) != (key in wanted[section]) and not learnt_since):
+            if isinstance(before, dict) and isinstance(after, dict):  # scaling: name the leaves that changed
+                out.extend(FieldChange(f"{path}.{f.path}", f.before, f.after) for f in field_changes(before, after))
+            else:
+                out.append(FieldChange(path, before, after))
     return tuple(out)
+
+
+def _owner(want: DesiredDeployment) -> str:
+    """How the desired count was reached, for reasons, when the autoscaler owns it."""
+    return f" ({want.replicas_why})" if want.replicas_from == "autoscaler" and want.replicas_why else ""
 
 
 def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeployment | None,
@@ -117,8 +131,9 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
                       stop=given_up + tuple(r.id for r in _stop_order(live)), forget=forget)
 
     if have is None:
-        return Change(name, Action.CREATE, f"new deployment; start {_plural(want.replicas, 'replica')}",
-                      0, want.replicas, None, want.config_hash, start=want.replicas)
+        return Change(name, Action.CREATE, f"new deployment; start {_plural(want.replicas, 'replica')}{_owner(want)}",
+                      0, want.replicas, None, want.config_hash, start=want.replicas,
+                      replicas_from=want.replicas_from)
 
     update = _in_place_changes(want, have)
     current = [r for r in live if r.config_hash == want.config_hash]
@@ -142,7 +157,8 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
                       f"{changed}; replace {_plural(len(stale), 'replica')}{waiting}",
                       len(live), want.replicas, before_hash, want.config_hash, fields,
                       start=start, stop=given_up + tuple(r.id for r in surplus), forget=forget, wait=wait,
-                      roll=tuple(r.id for r in _stop_order(stale)), update=update)
+                      roll=tuple(r.id for r in _stop_order(stale)), update=update,
+                      replicas_from=want.replicas_from)
 
     if exited or failed or stopping or len(current) != want.replicas:
         parts = []
@@ -159,10 +175,10 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
         if surplus:
             parts.append(f"stop {len(surplus)}")
         return Change(name, Action.SCALE,
-                      f"{len(current)} of {want.replicas} running; " + "; ".join(parts) + waiting,
+                      f"{len(current)} of {want.replicas} running{_owner(want)}; " + "; ".join(parts) + waiting,
                       len(live), want.replicas, before_hash, want.config_hash,
                       start=start, stop=given_up + tuple(r.id for r in surplus), forget=forget,
-                      wait=wait, update=update)
+                      wait=wait, update=update, replicas_from=want.replicas_from)
 
     if update or wait:
         parts = []
@@ -173,10 +189,10 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
         if wait:
             parts.append(f"{_plural(len(wait), 'replica')} still starting ({', '.join(wait)}); wait until ready")
         return Change(name, Action.UPDATE, "; ".join(parts), len(live), want.replicas, before_hash,
-                      want.config_hash, wait=wait, update=update)
+                      want.config_hash, wait=wait, update=update, replicas_from=want.replicas_from)
 
-    return Change(name, Action.NOOP, f"in sync: {_plural(len(current), 'replica')} running",
-                  len(live), want.replicas, before_hash, want.config_hash)
+    return Change(name, Action.NOOP, f"in sync: {_plural(len(current), 'replica')} running{_owner(want)}",
+                  len(live), want.replicas, before_hash, want.config_hash, replicas_from=want.replicas_from)
 
 
 def _plan_gateway(want: DesiredGateway | None, have: ObservedGateway | None, needed: bool) -> Change | None:

@@ -7,8 +7,9 @@ Every field under a Deployment's `spec` has exactly one effect, and a path to th
 - SCALE: `replicas`, converged by starting or stopping processes.
 - UPDATE: written in place to the deployment record, where its reader finds it: `serving.*` is
   read by the gateway, `engine.startup_timeout` by apply and observation (a starting replica
-  past it has failed), `slo` by the autoscaler. A change is planned as Action.UPDATE; no
-  process restarts.
+  past it has failed), `slo` and `scaling` by the autoscaler. A change is planned as
+  Action.UPDATE; no process restarts. While `scaling` is set, `replicas` only says where the
+  count starts: the autoscaler's persisted target, clamped to [min, max], is the desired count.
 `tests/unit/test_plan_fields.py` fails when a DeploymentSpec field is not classified here, and
 checks that replica_config and the in-place records hold exactly the table's paths.
 
@@ -44,6 +45,8 @@ FIELDS: dict[str, Rule] = {
     "replicas": Rule(Effect.SCALE, "replicas"),
     "engine.startup_timeout": Rule(Effect.UPDATE, "settings.startup_timeout"),
     "slo": Rule(Effect.UPDATE, "settings.slo"),
+    # read by the autoscaler; while set, it owns the replica count (plan.desired clamps it to min..max)
+    "scaling": Rule(Effect.UPDATE, "settings.scaling"),
     # the effective default is decided over the whole spec set (SpecSet.default_deployment)
     "serving.default": Rule(Effect.UPDATE, "serving.default"),
     "serving.max_concurrency": Rule(Effect.UPDATE, "serving.max_concurrency"),

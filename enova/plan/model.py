@@ -36,6 +36,10 @@ class DesiredDeployment:
     serving: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     base_dir: str = ""  # the spec file's folder: relative model paths resolve against it
+    # who owns `replicas`: "spec" (spec.replicas) or "autoscaler" (spec.scaling is set: the
+    # autoscaler's persisted target, clamped to [min, max]); replicas_why says how it was reached
+    replicas_from: str = "spec"
+    replicas_why: str = ""
 
     @property
     def start_timeout(self) -> float:
@@ -143,14 +147,18 @@ class Change:
     update: tuple[FieldChange, ...] = ()
     orphaned: bool = False  # not in the specs and kept running because prune is off
     kind: str = "deployment"  # "deployment" | "gateway" (then `deployment` is "gateway")
+    replicas_from: str = "spec"  # "autoscaler": replicas_after is the autoscaler's count, not spec.replicas
 
     def to_dict(self) -> dict[str, Any]:
+        replicas: dict[str, Any] = {"before": self.replicas_before, "after": self.replicas_after}
+        if self.replicas_from != "spec":
+            replicas["managed_by"] = self.replicas_from
         return {
             "kind": self.kind,
             "deployment": self.deployment,
             "action": self.action.value,
             "reason": self.reason,
-            "replicas": {"before": self.replicas_before, "after": self.replicas_after},
+            "replicas": replicas,
             "config": {"before": self.config_before, "after": self.config_after},
             "fields": [{"path": f.path, "before": f.before, "after": f.after} for f in self.fields],
             "start": self.start,

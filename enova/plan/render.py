@@ -1,6 +1,7 @@
 """Rendering a Plan: Terraform-style text and a JSON twin. The only place plans are formatted.
 
-Symbols: `+` create, `~` scale or update in place, `-/+` replace, `-` delete, `#` kept orphan.
+Symbols: `+` create, `~` scale or update in place, `-/+` replace, `-` delete, `#` kept orphan
+or an in-sync deployment whose replica count the autoscaler manages.
 Output is sorted and stable so it can be kept in golden files and diffed.
 """
 
@@ -27,6 +28,10 @@ def _subject(c: Change) -> str:
     return "gateway" if c.kind == "gateway" else f"deployment {c.deployment}"
 
 
+def _managed(c: Change) -> str:
+    return " (managed by the autoscaler)" if c.replicas_from == "autoscaler" else ""
+
+
 def _change_lines(c: Change) -> list[str]:
     lines = [f"  {SYMBOLS[c.action]} {_subject(c)} {VERBS[c.action]}", f"      # {c.reason}"]
     for f in c.fields:
@@ -34,7 +39,7 @@ def _change_lines(c: Change) -> list[str]:
     for f in c.update:
         lines.append(f"      ~ {f.path}: {_value(f.before)} -> {_value(f.after)} (in place)")
     if c.kind == "deployment":
-        lines.append(f"        replicas: {c.replicas_before} -> {c.replicas_after}")
+        lines.append(f"        replicas: {c.replicas_before} -> {c.replicas_after}{_managed(c)}")
     if c.config_before != c.config_after:
         lines.append(f"        config: {c.config_before or '(none)'} -> {c.config_after or '(none)'}")
     else:
@@ -64,6 +69,11 @@ def render_text(plan: Plan) -> str:
         out.append("")
     if in_sync and acting:
         out.append(f"In sync: {', '.join(_subject(c) for c in in_sync)}.")
+        out.append("")
+    managed = [c for c in in_sync if c.replicas_from == "autoscaler"]
+    for c in managed:  # the count is shown, never planned against spec.replicas
+        out.append(f"  # deployment {c.deployment}: replicas: {c.replicas_after}{_managed(c)}")
+    if managed:
         out.append("")
     for c in plan.orphans:
         out.append(f"  # deployment {c.deployment} is not in the specs and is kept: "

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enova.observe.gpus import GpuInventory, gpu_inventory
+from enova.observe.scaler import ScalerStore
 from enova.observe.state import StateStore
 from enova.plan.desired import desired_gateway, desired_state
 from enova.plan.diff import compute_plan
@@ -83,7 +84,7 @@ def build_status(store: StateStore, runtime: Runtime, specs: SpecSet | None, *,
     world = observe(store, runtime, now=now, probe_health=True)
     plan = None
     if specs is not None:
-        plan = compute_plan(desired_state(specs), world.deployments, prune=False,
+        plan = compute_plan(desired_state(specs, ScalerStore(store.root).targets()), world.deployments, prune=False,
                             gateway=desired_gateway(specs), observed_gateway=world.gateway)
     statuses = deployment_statuses(plan, world.deployments)
     subjects = (reconciler or {}).get("subjects", {}) if reconciler and reconciler.get("alive") else {}
@@ -92,7 +93,8 @@ def build_status(store: StateStore, runtime: Runtime, specs: SpecSet | None, *,
         "name": s.name,
         "sync": {"status": s.sync.value, "reason": s.sync_reason},
         "health": {"status": s.health.value, "reason": s.health_reason},
-        "replicas": {"desired": s.desired, "running": s.running},
+        "replicas": {"desired": s.desired, "running": s.running, "managed_by": (
+            plan.desired[s.name].replicas_from if plan and s.name in plan.desired else None)},
         "reconciler": subjects.get(s.name),
         "config_hash": plan.desired[s.name].config_hash if plan and s.name in plan.desired else None,
         "replica_details": _replica_rows(world, s.name, now),
@@ -132,7 +134,8 @@ def render_text(view: StatusView) -> str:
     for d in view.deployments:
         desired = "-" if d["replicas"]["desired"] is None else str(d["replicas"]["desired"])
         out.append(f"{d['name']}: sync {d['sync']['status']} ({d['sync']['reason']}); health "
-                   f"{d['health']['status']} ({d['health']['reason']}); replicas {d['replicas']['running']}/{desired}")
+                   f"{d['health']['status']} ({d['health']['reason']}); replicas {d['replicas']['running']}/{desired}"
+                   + (" (managed by the autoscaler)" if d["replicas"].get("managed_by") == "autoscaler" else ""))
         sub = d["reconciler"]
         if sub:
             out.append(f"  reconciler: {sub['condition']} ({sub['reason']}: {sub['message']}); "

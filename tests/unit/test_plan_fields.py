@@ -84,3 +84,14 @@ def test_a_change_to_any_replace_field_changes_the_config_hash_and_no_other_fiel
     for path, update in same.items():
         spec = DeploymentSpec.model_validate({"model": "builtin:smollm2-135m-instruct", **update})
         assert config_hash(replica_config(spec)) == h, path
+
+
+def test_scaling_is_updated_in_place_and_never_changes_the_config_hash():
+    from enova.plan.desired import config_hash, in_place, replica_config
+    assert effect_of("scaling") is Effect.UPDATE and effect_of("scaling.min") is Effect.UPDATE
+    base = DeploymentSpec(model="builtin:smollm2-135m-instruct", slo="chat")
+    scaled = DeploymentSpec.model_validate({"model": "builtin:smollm2-135m-instruct", "slo": "chat",
+                                            "scaling": {"min": 0, "max": 4, "scale_to_zero_after": "10m"}})
+    assert config_hash(replica_config(scaled)) == config_hash(replica_config(base))
+    assert in_place(base, False)["settings"]["scaling"] is None
+    assert in_place(scaled, False)["settings"]["scaling"] == scaled.scaling.model_dump(mode="json")

@@ -5,7 +5,8 @@ Each case is a folder under tests/golden/: specs/ (the desired state), observed.
 the runtime reports: replicas per deployment with their config, state, recorded state and
 start time, the deployment record's in-place fields under "serving" and "settings", and under
 "$gateway" the gateway's config and liveness),
-case.json ({"prune": bool}), plan.txt and plan.json (the expected renderings).
+case.json ({"prune": bool, "has_changes": bool, and "scaled": {deployment: the autoscaler's persisted
+target} for deployments with `scaling`}), plan.txt and plan.json (the expected renderings).
 """
 
 import json
@@ -54,7 +55,7 @@ def test_plan_matches_golden_files(case, update_golden, monkeypatch):
     monkeypatch.chdir(folder)  # spec file names in plans are relative to here
     options = json.loads((folder / "case.json").read_text())
     specs = load_specs(Path("specs"))
-    plan = compute_plan(desired_state(specs), load_observed(folder / "observed.json"),
+    plan = compute_plan(desired_state(specs, options.get("scaled")), load_observed(folder / "observed.json"),
                         prune=options.get("prune", False), gateway=desired_gateway(specs),
                         observed_gateway=load_observed_gateway(folder / "observed.json"))
     # absolute paths (a resolved token_file) are shown relative to the case, so golden files hold anywhere
