@@ -11,7 +11,8 @@ At risk, over the fast window (`FAST_WINDOW`, 10 s), when any of:
 
 The step is sized by the shortage, not always +1: per-replica capacity is the larger of `learned`
 and what each ready replica holds now (under a queue that is its concurrency limit), and
-needed = ceil(demand / capacity); the count is at least ready + starting + 1. Replicas starting
+needed = ceil(demand / capacity) with the demand of the latest sample (a burst that has just
+begun is not diluted by the window's mean); the count is at least ready + starting + 1. Replicas starting
 already count (the shared rules hold any further scale-up until they are ready).
 
 Learning (`state.learned["in_flight_per_replica"]`): when a stable window (`STABLE_WINDOW`, 60 s,
@@ -131,7 +132,11 @@ def propose(scaling: Mapping[str, Any], slo: Mapping[str, Any] | None, samples: 
                      f"held while meeting the SLO")
 
     if risks:
-        capacity_per = max(learned or 0.0, holding)
+        # size by the latest sample: the fast window's mean would dilute a burst that has just begun
+        last = fast[-1]
+        now_holding = last.in_flight / last.ready if last.ready > 0 else 0.0
+        capacity_per = max(learned or 0.0, holding, now_holding)
+        demand = max(demand, _demand(last))
         needed = math.ceil(demand / capacity_per) if capacity_per > 0 else 0
         wanted = max(needed, ready + starting + 1)
         numbers.update({"capacity_per_replica": num(capacity_per), "needed": needed})
