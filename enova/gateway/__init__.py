@@ -5,7 +5,8 @@ Clients call `/generate` (the seed's API) or the OpenAI API (`/v1/completions`,
 replica with the fewest requests in flight, queues when all are full, retries a failed
 connection once elsewhere, ejects replicas that keep failing, and follows its endpoint
 source (the state directory that `enova apply` writes), so that replicas come and go (scale,
-rolling replace, drain) without a client noticing. It measures the seed's API Service metrics at /metrics.
+rolling replace, drain) without a client noticing. A deployment that scales from zero keeps its
+route with no replica: its requests are held while the gateway asks the reconciler for one. It measures the seed's API Service metrics at /metrics.
 
 Modules, one purpose each:
   config      GatewayConfig, the token file            errors     OpenAI-style error answers
@@ -13,6 +14,7 @@ Modules, one purpose each:
   watch       source changes + rescan -> registry
   health      ejection / re-admission state machine     prober     /health probes of ejected replicas
   router      pick the least-loaded routable replica    admission  slots and the bounded FIFO queue
+  hold        scale from zero: hold timeout, wake file
   registry    live deployments, default, admin view     exchange   one request's metrics
   proxy       forwarding, retry, streams (hot path)     sse        cheap SSE event handling
   generate    /generate <-> /v1/completions             metrics    Prometheus families

@@ -5,7 +5,8 @@ has one):
 
     {"replicas": [{"id", "deployment", "state", "in_flight", "limit", "url",
                    "consecutive_failures"}, ...],
-     "queues": {deployment: waiting requests},
+     "queues": {deployment: requests waiting for a slot on a ready replica},
+     "held": {deployment: requests held while no replica is ready (scale from zero)},
      "generation": n}
 
 `state` is ready | ejected | starting | draining | stopping | gone (record removed, requests

@@ -13,7 +13,7 @@ from typing import Any
 
 # The only values the `reason` label of enova_gateway_rejections_total takes.
 REASONS = ("invalid_request", "unknown_model", "body_too_large", "method_not_allowed", "not_found",
-           "unauthorized", "queue_full", "queue_timeout", "no_ready_replica", "upstream_unreachable",
+           "unauthorized", "queue_full", "queue_timeout", "no_ready_replica", "hold_timeout", "upstream_unreachable",
            "upstream_timeout", "internal_error")
 
 
@@ -97,6 +97,14 @@ def no_ready_replica(deployment: str, retry_after: int) -> GatewayError:
     return GatewayError(503, f"deployment {deployment} has no ready replica; retry later",
                         reason="no_ready_replica", type="service_unavailable_error",
                         code="no_ready_replica", retry_after=retry_after)
+
+
+def hold_timeout(deployment: str, waited: float, retry_after: int) -> GatewayError:
+    return GatewayError(503, f"deployment {deployment} has no ready replica: the request was held "
+                        f"{round(waited, 1):g} s while one started (scale from zero) and none became ready; "
+                        "retry later",
+                        reason="hold_timeout", type="service_unavailable_error", code="hold_timeout",
+                        retry_after=retry_after)
 
 
 def upstream_unreachable(deployment: str, detail: str, retry_after: int) -> GatewayError:

@@ -31,6 +31,8 @@ class DeploymentView:
     default: bool = False
     max_concurrency: int | None = None
     replicas: tuple[ReplicaView, ...] = ()
+    scale_from_zero: bool = False       # hold requests while no replica is ready (see hold)
+    hold_timeout: float | None = None   # seconds a request may be held; set with scale_from_zero
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,13 @@ def _describe(r: ReplicaView) -> str:
     return f"{r.state} {r.host}:{r.port} limit {r.limit}"
 
 
+def _settings(d: DeploymentView) -> str:
+    text = f"default={d.default} max_concurrency={d.max_concurrency}"
+    if d.scale_from_zero:
+        text += f" scale_from_zero hold_timeout={d.hold_timeout}"
+    return text
+
+
 def diff(old: Snapshot, new: Snapshot) -> list[Change]:
     """What differs between two snapshots, sorted by subject (deployments before their replicas)."""
     changes: list[Change] = []
@@ -76,9 +85,8 @@ def diff(old: Snapshot, new: Snapshot) -> list[Change]:
         subject = f"deployment {name}"
         if a is None or b is None:
             changes.append(Change(subject, "absent" if a is None else "present", "present" if b else "absent"))
-        elif (a.default, a.max_concurrency) != (b.default, b.max_concurrency):
-            changes.append(Change(subject, f"default={a.default} max_concurrency={a.max_concurrency}",
-                                  f"default={b.default} max_concurrency={b.max_concurrency}"))
+        elif _settings(a) != _settings(b):
+            changes.append(Change(subject, _settings(a), _settings(b)))
         ra = {r.id: r for r in (a.replicas if a else ())}
         rb = {r.id: r for r in (b.replicas if b else ())}
         for rid in sorted(set(ra) | set(rb)):

@@ -4,7 +4,8 @@ Rates come from counters (requests received, processed and succeeded per second,
 = succeeded / processed); time per request, request and response size, time to first token,
 inter-token latency and end-to-end latency are histograms per deployment (replica labels are
 kept off histograms to bound cardinality); prompt and generation tokens come from `usage`.
-Requests in flight and queue depth are read from the live pools at scrape time (a collector),
+Requests in flight, queue depth and requests held (scale from zero; `held_total` counts how
+each hold ended) are read from the live pools at scrape time (a collector),
 so they cost nothing per request and vanish with the replica. The request counters are kept
 twice: per deployment (`enova_gateway_requests_processed_total{deployment, code}`, totals that
 outlive every rollout) and per replica (`enova_gateway_replica_requests_*{deployment, replica}`
@@ -36,11 +37,12 @@ _TTFT = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30)
 _ITL = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1)
 _SIZE = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 
-LiveRead = Callable[[], tuple[Iterable[tuple[str, str, int]], Iterable[tuple[str, int]]]]
+LiveRead = Callable[[], tuple[Iterable[tuple[str, str, int]], Iterable[tuple[str, int]], Iterable[tuple[str, int]]]]
 
 
 class _Live(Collector):
-    """enova_gateway_requests_in_flight and enova_gateway_queue_depth, read at scrape time."""
+    """enova_gateway_requests_in_flight, enova_gateway_queue_depth and
+    enova_gateway_requests_held, read at scrape time."""
 
     def __init__(self, read: LiveRead):
         self._read = read
@@ -50,14 +52,19 @@ class _Live(Collector):
                                       "Requests sent to a replica and not yet finished.",
                                       labels=["deployment", "replica"])
         depth = GaugeMetricFamily("enova_gateway_queue_depth",
-                                  "Requests waiting for a free replica.", labels=["deployment"])
-        replicas, queues = self._read()
+                                  "Requests waiting for a free slot on a ready replica.", labels=["deployment"])
+        held = GaugeMetricFamily("enova_gateway_requests_held",
+                                 "Requests held while no replica is ready (scale from zero).", labels=["deployment"])
+        replicas, queues, holds = self._read()
         for dep, rid, n in replicas:
             in_flight.add_metric([dep, rid], n)
         for dep, n in queues:
             depth.add_metric([dep], n)
+        for dep, n in holds:
+            held.add_metric([dep], n)
         yield in_flight
         yield depth
+        yield held
 
 
 class GatewayMetrics:
@@ -101,6 +108,10 @@ class GatewayMetrics:
                                "connection failure.", ["deployment"], registry=r)
         self.rejections = Counter("enova_gateway_rejections", "Requests answered by the gateway itself, by reason.",
                                   ["deployment", "reason"], registry=r)
+        self.held = Counter("enova_gateway_held", "Requests held while no replica was ready (scale from zero), "
+                            "by how the hold ended: served, timeout (503), disconnected, rejected (queue full, or "
+                            "scale from zero turned off or the deployment removed meanwhile).",
+                            ["deployment", "outcome"], registry=r)
         self.ejections = Counter("enova_gateway_replica_ejections", "Replicas taken out of rotation after "
                                  "repeated failures.", ["deployment", "replica"], registry=r)
         if live is not None:

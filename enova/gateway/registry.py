@@ -34,14 +34,16 @@ class Deployment:
     admission: Admission
     default: bool = False
     present: bool = True        # its records exist; False while finishing requests after a delete
+    scale_from_zero: bool = False   # with no ready replica its requests are held (see hold)
 
 
 class Registry:
     def __init__(self, config: GatewayConfig, metrics: GatewayMetrics | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, waker: Callable[[str], None] | None = None):
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self.waker = waker          # asks for a replica of a deployment scaled to zero (hold.WakeFile)
         self.deployments: dict[str, Deployment] = {}
         self.snapshot = Snapshot()
         self.generation = 0
@@ -68,15 +70,20 @@ class Registry:
                 pool = Pool(name, eject_after=self.config.eject_after, probe_interval=self.config.probe_interval)
                 admission = Admission(pool, queue_size=self.config.queue_size, queue_timeout=self.config.queue_timeout,
                                       retry_after_busy=self.config.retry_after_busy,
-                                      retry_after_unavailable=self.config.retry_after_unavailable)
+                                      retry_after_unavailable=self.config.retry_after_unavailable,
+                                      on_wake=self._waker_for(name), on_outcome=self._held_outcome_for(name))
                 dep = self.deployments[name] = Deployment(name, pool, admission)
             dep.present = True
             dep.default = view.default
+            dep.scale_from_zero = view.scale_from_zero
+            dep.admission.hold_timeout = view.hold_timeout if view.scale_from_zero else None
             dep.pool.sync(view)
             dep.admission.dispatch()
         for name, dep in list(self.deployments.items()):
             if name not in snapshot.deployments:
                 dep.present = False
+                dep.scale_from_zero = False
+                dep.admission.hold_timeout = None     # held requests get 503 with the others
                 dep.pool.sync(None)
                 dep.admission.dispatch()
                 self._forget_if_idle(dep)
@@ -84,6 +91,18 @@ class Registry:
             self.metrics.retain((name, r.id) for name, view in snapshot.deployments.items() for r in view.replicas)
         self.generation += 1
         return changes
+
+    def _waker_for(self, name: str) -> Callable[[], None]:
+        def wake() -> None:
+            if self.waker is not None:
+                self.waker(name)
+        return wake
+
+    def _held_outcome_for(self, name: str) -> Callable[[str], None]:
+        def count(outcome: str) -> None:
+            if self.metrics is not None:
+                self.metrics.held.labels(name, outcome).inc()
+        return count
 
     def _forget_if_idle(self, dep: Deployment) -> None:
         if not dep.present and not dep.pool.replicas and dep.admission.depth == 0:
@@ -174,23 +193,29 @@ class Registry:
                 rows.append({"id": r.id, "deployment": name, "state": r.status, "in_flight": r.in_flight,
                              "limit": r.view.limit, "url": r.base_url,
                              "consecutive_failures": r.health.consecutive_failures})
-        queues = {name: dep.admission.depth for name, dep in sorted(self.deployments.items())}
-        return {"replicas": rows, "queues": queues, "generation": self.generation}
+        queues = {name: dep.admission.queued for name, dep in sorted(self.deployments.items())}
+        held = {name: dep.admission.held for name, dep in sorted(self.deployments.items())}
+        return {"replicas": rows, "queues": queues, "held": held, "generation": self.generation}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(any deployment has a routable replica, detail per deployment)."""
+        """(any deployment has a routable replica or can start one for a request, detail per
+        deployment). A deployment scaled to zero counts as available: a load balancer that took
+        the gateway out would keep away the very request that wakes it."""
         detail = {}
         for name in self.served():
-            pool = self.deployments[name].pool
+            dep = self.deployments[name]
+            pool = dep.pool
             detail[name] = {"ready": sum(1 for r in pool.replicas.values() if r.routable),
                             "replicas": len(pool.replicas), "in_flight": pool.in_flight(),
-                            "default": self.deployments[name].default}
-        ok = any(d["ready"] > 0 for d in detail.values())
+                            "queued": dep.admission.queued, "held": dep.admission.held,
+                            "scale_from_zero": dep.scale_from_zero, "default": dep.default}
+        ok = any(d["ready"] > 0 or d["scale_from_zero"] for d in detail.values())
         return ok, {"status": "ok" if ok else "unavailable", "deployments": detail, "generation": self.generation}
 
     def live(self):
-        """(dep, replica, in flight) and (dep, queue depth), for the metrics collector."""
+        """(dep, replica, in flight), (dep, queued) and (dep, held), for the metrics collector."""
         replicas = [(name, rid, r.in_flight) for name, dep in self.deployments.items()
                     for rid, r in dep.pool.replicas.items()]
-        queues = [(name, dep.admission.depth) for name, dep in self.deployments.items()]
-        return replicas, queues
+        queues = [(name, dep.admission.queued) for name, dep in self.deployments.items()]
+        held = [(name, dep.admission.held) for name, dep in self.deployments.items()]
+        return replicas, queues, held

@@ -2,7 +2,8 @@
 
 Endpoints: POST /v1/completions and /v1/chat/completions (OpenAI, streams passed through),
 POST /generate (the seed's API, see `generate`), GET /v1/models, GET /health (200 when some
-deployment has a ready replica, else 503; JSON detail), GET /metrics (Prometheus text),
+deployment has a ready replica or scales from zero, else 503; JSON detail with requests queued
+and held per deployment), GET /metrics (Prometheus text),
 GET /admin/v1/replicas (the drain status `enova apply` polls; see `admin`), GET /admin/v1/config
 (the settings hash the gateway runs and how its last reload went, for `enova apply` to confirm
 a reload).
@@ -45,6 +46,7 @@ from . import errors
 from .config import GatewayConfig, read_config_file
 from .exchange import Exchange
 from .generate import GenerateStream, completion_request, generate_response
+from .hold import WakeFile
 from .metrics import GatewayMetrics
 from .prober import Prober
 from .proxy import Proxy
@@ -349,7 +351,7 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
     """The gateway as an aiohttp application, routing to the endpoints of `source` (default:
     the state directory `config.state_dir`). Nothing runs until the app starts (its cleanup
     context opens the connection pool, loads membership and starts the watcher and prober)."""
-    registry = Registry(config, clock=clock)
+    registry = Registry(config, clock=clock, waker=WakeFile(config.state_dir))
     gw_metrics = GatewayMetrics(live=registry.live)
     registry.metrics = gw_metrics
     if source is None:

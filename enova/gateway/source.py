@@ -21,6 +21,7 @@ from watchfiles import Change, awatch
 
 from enova.observe.state import StateStore
 
+from .hold import hold_timeout, scaler_path
 from .membership import DeploymentView, ReplicaView, Snapshot, replica_limit
 
 
@@ -50,7 +51,9 @@ def _load(path: Path) -> dict[str, Any]:
 class StateDirectorySource:
     """Deployment and replica records under a state directory (see enova.observe.state). Only
     the endpoint fields of a replica record are read: `id`, `host`, `port`, `state`, and the
-    engine args in `config` for its default limit."""
+    engine args in `config` for its default limit. For a deployment whose serving has
+    `scale_from_zero`, its hold timeout (see `hold`) also reads the start time the reconciler
+    measured (`autoscaler/<deployment>.json`), re-read on every rescan."""
 
     def __init__(self, store: StateStore, *, default_limit: int = 256, debounce_ms: int = 30):
         self.store = store
@@ -93,11 +96,22 @@ class StateDirectorySource:
                     if kept is not None:
                         replicas.append(kept)
             max_c = serving.get("max_concurrency")
+            scale_from_zero = serving.get("scale_from_zero") is True
             deployments[name] = DeploymentView(
                 name=name, default=serving.get("default") is True,
                 max_concurrency=max_c if isinstance(max_c, int) and not isinstance(max_c, bool) else None,
-                replicas=tuple(replicas))
+                replicas=tuple(replicas), scale_from_zero=scale_from_zero,
+                hold_timeout=(hold_timeout(serving.get("hold_timeout"), self._start_seconds(name))
+                              if scale_from_zero else None))
         return Snapshot(deployments, tuple(problems))
+
+    def _start_seconds(self, name: str) -> Any:
+        """The replica start time the reconciler measured for `name`, or None (no file yet, or
+        unreadable: the default hold timeout is used)."""
+        try:
+            return _load(scaler_path(self.store.root, name)).get("start_seconds")
+        except (OSError, ValueError):
+            return None
 
     async def changes(self) -> AsyncIterator[None]:
         """watchfiles on deployments/ (records are replaced by atomic renames, so a changed
