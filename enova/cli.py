@@ -489,6 +489,58 @@ def inject_merge(
     print(f"{out}: {len(merged.requests)} requests from {len(results)} shards")
 
 
+scale_app = typer.Typer(help="The autoscaler: what it sees, what it decided and why.", no_args_is_help=True)
+app.add_typer(scale_app, name="scale")
+
+
+@scale_app.command("status")
+def scale_status(
+    name: Annotated[Optional[str], typer.Argument(help="One deployment (default: every autoscaled one).")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Per autoscaled deployment: policy, target, replicas ready and starting, the current signals,
+    and the last decision with its reason and numbers (as the running reconciler persisted them)."""
+    from enova.observe.scaler import ScalerStore
+    from enova.observe.state import StateStore
+    store = StateStore(_state.settings.state_dir)
+    scalers = ScalerStore(store.root)
+    names = [name] if name else sorted(scalers.targets())
+    rows = []
+    for n in names:
+        data = scalers.read(n)
+        if data is None:
+            known = ", ".join(sorted(scalers.targets())) or "none"
+            raise _fail(UsageError(f"no autoscaler state for {n!r} (autoscaled deployments: {known}); is "
+                                   "`enova reconcile` running with `scaling` in that deployment's spec?"))
+        replicas = store.replicas(n)
+        rows.append({"deployment": n, "policy": data.get("policy"), "target": data.get("target"),
+                     "ready": sum(1 for r in replicas if r.state == "ready"),
+                     "starting": sum(1 for r in replicas if r.state == "starting"),
+                     "start_seconds": data.get("start_seconds"), "updated_at": data.get("updated_at"),
+                     "signals": data.get("signals"), "last_decision": data.get("last_decision"),
+                     "state": {k: data.get(k) for k in ("last_up", "last_down", "shortage_since", "surplus_since",
+                                                         "idle_since", "panic_until", "learned")}})
+    if output is Output.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("No autoscaled deployments (add `scaling` to a Deployment and run `enova reconcile`).")
+    now = time.time()
+    for r in rows:
+        print(f"{r['deployment']}: policy {r['policy']}, target {r['target']}, {r['ready']} ready, "
+              f"{r['starting']} starting" + (f"; a replica starts in {r['start_seconds']:.0f} s"
+                                             if r["start_seconds"] else ""))
+        sig = r["signals"]
+        if sig:
+            kv = "-" if sig.get("kv_cache_usage") is None else f"{100 * sig['kv_cache_usage']:.0f}%"
+            print(f"  signals {now - sig['at']:.0f} s ago: {sig['rps']:g} req/s, {sig['in_flight']:g} in flight, "
+                  f"{sig['queued']:g} queued, {sig['held']:g} held, KV cache {kv}")
+        last = r["last_decision"]
+        if last:
+            print(f"  last decision {now - last['at']:.0f} s ago: {last['previous']} -> {last['target']}: "
+                  f"{last['reason']}")
+
+
 service_app = typer.Typer(help="Run `enova reconcile` as a systemd service.", no_args_is_help=True)
 app.add_typer(service_app, name="service")
 

@@ -28,7 +28,9 @@ from pathlib import Path
 from enova.apply.executor import Applier
 from enova.errors import EnovaError, PermanentError, SpecError
 from enova.observe.lock import StateLock
+from enova.autoscale.signals import Scraper
 from enova.observe.logs import rotate_logs
+from enova.observe.scaler import ScalerStore
 from enova.observe.state import StateStore, write_json
 from enova.plan.desired import desired_gateway, desired_state
 from enova.plan.diff import compute_plan
@@ -39,6 +41,7 @@ from enova.runtime.world import observe
 from enova.settings import Settings
 from enova.spec.loader import SpecSet, load_specs
 
+from .autoscaler import Autoscaler
 from .events import EventLog
 from .gitsource import committed_snapshot, git_info, pull_fast_forward
 from .notify import Notifier
@@ -96,7 +99,8 @@ class Reconciler:
                  notifier: Notifier | None = None, progress: Progress = lambda m: None,
                  clock: Callable[[], float] = time.time, crashloop_window: float = 600.0,
                  runtime: Runtime | None = None, applier_options: dict | None = None,
-                 validate: Callable[[SpecSet], None] | None = None):
+                 validate: Callable[[SpecSet], None] | None = None, scraper=None,
+                 scale_interval: float = 2.0):
         self.specs_path = Path(specs_path)
         self.settings = settings
         self.stop = stop
@@ -110,6 +114,7 @@ class Reconciler:
         self.clock = clock
         self.crashloop_window = crashloop_window
         self.store = StateStore(settings.state_dir)
+        self.scalers = ScalerStore(settings.state_dir)   # the autoscaler's persisted targets
         self.runtime = runtime or LocalRuntime(self.store, clock=clock, progress=progress)
         self.applier_options = dict(applier_options or {})  # extra Applier arguments (tests: fakes)
         # checks beyond the spec schema, e.g. engine args against vLLM's own parser (raise SpecError)
@@ -134,6 +139,9 @@ class Reconciler:
         self.sweep: set[str] | None = None  # subjects still owed their first pass (READY=1 after)
         self.started_at = clock()
         self._puller: threading.Thread | None = None
+        self.autoscaler = Autoscaler(self.store, self.runtime, scraper if scraper is not None else Scraper(self.store),
+                                     specs=lambda: self.specs, on_change=self._on_scale, clock=clock,
+                                     interval=scale_interval)
 
     # ---- entry ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -143,6 +151,9 @@ class Reconciler:
                                f"watching {self.specs_path} (interval {self.interval:g} s, pid {os.getpid()})")
             watcher = threading.Thread(target=self._watch, name="enova-watch", daemon=True)
             watcher.start()
+            threading.Thread(target=self.autoscaler.run, args=(self.stop, self._scale_failed),
+                             name="enova-autoscale", daemon=True).start()
+            threading.Thread(target=self._watch_wakes, name="enova-wake", daemon=True).start()
             self._load_specs("start")
             self._mark_all_due()
             next_tick = time.monotonic() + self.interval
@@ -177,6 +188,30 @@ class Reconciler:
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 self._write_status()
         return 0
+
+    # ---- the autoscaler --------------------------------------------------------------------------
+    def _on_scale(self, scaled) -> None:
+        """A decision changed a deployment's target: re-derive the desired state from the persisted
+        targets, record the event with its numbers, and run that deployment's pass now."""
+        decision = scaled.decision
+        with self.lock:
+            if self.specs is not None:
+                self.desired = desired_state(self.specs, scaled=self.scalers.targets())
+            self.due.add(scaled.deployment)
+        reason = "ScaledUp" if decision.target > decision.previous else "ScaledDown"
+        self.events.record("Normal", reason, _subject(scaled.deployment),
+                           f"{decision.previous} -> {decision.target}: {decision.reason}", self._revision())
+        self.progress(f"{scaled.deployment}: autoscaler {decision.previous} -> {decision.target}: {decision.reason}")
+        self.wake.set()
+
+    def _scale_failed(self, exc: BaseException) -> None:
+        self.events.record("Warning", "AutoscalerFailed", "autoscaler", f"{type(exc).__name__}: {exc}")
+
+    def _watch_wakes(self) -> None:
+        try:
+            self.autoscaler.watch_wakes(self.stop)
+        except Exception as exc:  # the autoscaler's own interval still sees wake files
+            self.events.record("Warning", "WatchFailed", "autoscaler", f"watching wake requests stopped: {exc}")
 
     def _validate_engine_args(self, specs: SpecSet) -> None:
         from enova.engines.argspec import validate_engine_args
@@ -242,7 +277,7 @@ class Reconciler:
                 self.events.record("Warning", "SpecInvalid", "specs", message, self._revision())
             self._refresh_git()
             return
-        desired = desired_state(specs)
+        desired = desired_state(specs, scaled=self.scalers.targets())
         with self.lock:
             was_invalid = self.spec_error is not None
             self.spec_error = None
