@@ -208,14 +208,15 @@ class Scraper:
         """One Sample per deployment named, at `now`. Never raises for a page that does not answer;
         returns {} when the gateway does not (see the module's docstring)."""
         gateway = self.store.read_gateway()
+        if gateway is None:
+            return {}
         ready: dict[str, list[ReplicaRecord]] = {d: [r for r in self.store.replicas(d) if r.state == "ready"]
                                                  for d in deployments}
-        urls = [] if gateway is None else [_url(gateway.config.get("host", "127.0.0.1"), gateway.config["port"],
-                                                "/metrics")]
+        urls = [_url(gateway.config.get("host", "127.0.0.1"), gateway.config["port"], "/metrics")]
         urls += [_url(r.host, r.port, "/metrics") for d in deployments for r in ready[d]]
-        with ThreadPoolExecutor(max_workers=min(_MAX_WORKERS, max(1, len(urls)))) as pool:
+        with ThreadPoolExecutor(max_workers=min(_MAX_WORKERS, len(urls))) as pool:
             pages = dict(zip(urls, pool.map(self.fetch, urls)))
-        if gateway is None or pages[urls[0]] is None:
+        if pages[urls[0]] is None:
             return {}
         reading = read_gateway_page(pages[urls[0]])
         identity = (gateway.pid, gateway.create_time)
