@@ -9,8 +9,10 @@ Definitions (each chosen to agree with `vllm bench serve`, vllm/benchmarks/serve
   requests with fewer than 2 output tokens have none. Percentiles are numpy's default linear
   interpolation, as vLLM's (`np.percentile(x, p)`). Stored in milliseconds.
 - Token figures count the server's `usage` report of successful requests (vLLM counts failed
-  requests' output as 0). Throughputs divide by the span from the first send to the last finish,
-  the wall time `vllm bench serve` divides by.
+  requests' output as 0). Throughputs divide by the span from the first send to the last finish.
+  `vllm bench serve` divides by the time from its schedule's zero, which also holds the first
+  arrival gap (about 1.5% of a short Poisson run): measured side by side, enova's throughput reads
+  ~1.5% higher for that reason alone (docs/benchmarks.md, "Request injection").
 - Rates: target = scheduled / duration, achieved = sent / duration, completed = ok / duration, with
   `duration` the schedule's length.
 - Error rate = failed / sent. A failed request is one sent and not `ok`: it is never dropped; it
