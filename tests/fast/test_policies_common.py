@@ -138,3 +138,17 @@ def test_a_policy_change_drops_the_other_policys_memory():
 def test_an_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="unknown scaling policy"):
         Sim(scaling("magic")).step()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_replica_still_starting_is_not_idleness_and_the_idle_time_counts_from_when_it_serves(policy):
+    """A new deployment with min 0 and no load: its first replica takes 60 s to load a model. The
+    idle clock must not run while it loads (scaling it to zero at once would throw the load away)."""
+    sim = Sim(scaling(policy, min=0, scale_to_zero_after=10.0), target=1, ready=0, start_seconds=60.0)
+    sim.starts = [sim.now + 60.0]
+    before_ready = sim.run(58)
+    assert all(d.target == 1 for d in before_ready), [d.reason for d in before_ready if d.target != 1]
+    ready_at = sim.now
+    sim.run(20)
+    zero = [d for d in sim.decisions if d.changed and d.target == 0]
+    assert len(zero) == 1 and 10 <= zero[0].state.last_down - ready_at <= 14

@@ -107,6 +107,8 @@ def settle(scaling: Mapping[str, Any], policy: str, proposal: Proposal, samples:
     held = latest.held if latest else 0.0
     queued = latest.queued if latest else 0.0
     idle = idle_since(samples, state.idle_since, now)
+    if capacity.starting > 0 or (previous > 0 and capacity.ready == 0):
+        idle = now  # a replica on its way is not idleness: the idle time counts from when it serves
     st = proposal.state.with_(idle_since=idle, policy=policy)
     learned = {k: v for k, v in st.learned.items() if k != "surplus_peak"}
     numbers: Numbers = {**proposal.numbers, "wanted": proposal.wanted, "ready": capacity.ready,
