@@ -183,7 +183,16 @@ class StateStore:
         base = self._dep_dir(name) / "replicas"
         if not base.is_dir():
             return []
-        return [record_from_dict(ReplicaRecord, _read_json(p)) for p in sorted(base.glob("*.json"))]
+        out = []
+        for path in sorted(base.glob("*.json")):
+            if not path.exists():
+                continue  # removed since listed (another deployment's pass stopped a replica)
+            try:
+                out.append(record_from_dict(ReplicaRecord, _read_json(path)))
+            except PermanentError:
+                if path.exists():
+                    raise
+        return out
 
     def all_replicas(self) -> list[ReplicaRecord]:
         return [r for name in self.deployment_names() for r in self.replicas(name)]

@@ -65,3 +65,36 @@ def test_data_that_cannot_be_serialised_half_way_leaves_no_temp_file(tmp_path):
     with pytest.raises(TypeError):
         write_json(path, {"a": "fine", "z": object()})      # sort_keys: "a" is written before "z" fails
     assert list(tmp_path.iterdir()) == []
+
+
+def test_listing_replicas_while_another_thread_removes_them_never_fails(tmp_path):
+    """Passes for different deployments run in parallel: one lists every record (to allocate
+    cores, ports, GPUs) while another stops a replica and removes its record."""
+    import threading
+
+    from enova.observe.state import ReplicaRecord, StateStore
+    store = StateStore(tmp_path)
+    errors = []
+    done = threading.Event()
+
+    def churn():
+        i = 0
+        while not done.is_set():
+            record = ReplicaRecord(id=f"r{i % 20}", deployment="d", host="127.0.0.1", port=1, config_hash="h",
+                                   config={}, argv=[], log="")
+            store.write_replica(record)
+            store.remove_replica("d", record.id)
+            i += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(2000):
+            try:
+                store.all_replicas()
+            except Exception as exc:  # noqa: BLE001 - the race under test
+                errors.append(exc)
+    finally:
+        done.set()
+        thread.join()
+    assert not errors, errors[:3]
