@@ -34,7 +34,7 @@ import psutil
 
 from enova.errors import EnovaError, PermanentError, TemporaryError
 from enova.gateway.config import SETTINGS, expected_hash, load_tokens
-from enova.observe.ports import port_is_free
+from enova.observe.ports import connect_url, port_is_free
 from enova.observe.processes import check_process, process_start_time
 from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore, record_from_dict, write_json
 from enova.plan.model import Change, DesiredGateway
@@ -47,14 +47,7 @@ CONFIG_PATH = "admin/v1/config"
 # -- the gateway process ------------------------------------------------------------------------
 
 def gateway_url(config: dict) -> str:
-    host = config["host"]
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config['port']}"
+    return connect_url(config["host"], config["port"])
 
 
 def read_token(config: dict) -> str | None:

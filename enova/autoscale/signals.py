@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from enova.autoscale import metricnames
 from enova.autoscale.model import Histogram, Sample
+from enova.observe.ports import connect_url
 from enova.observe.state import ReplicaRecord, StateStore
 
 HISTOGRAMS = ("ttft", "itl", "e2e")
@@ -156,14 +157,7 @@ def combine_engines(readings: Iterable[EngineReading | None]) -> EngineReading:
                          kv_cache_usage=max(kv) if kv else None)
 
 
-def _url(host: str, port: int, path: str) -> str:
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}{path}"
+_url = connect_url
 
 
 # -- the direct scraper ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from enova.errors import EnovaError, UsageError
+from enova.observe.ports import connect_url
 from enova.spec.loader import SpecSet
 
 from .model import Request, RunResult
@@ -55,15 +56,10 @@ def _gateway_url(specs: SpecSet) -> tuple[str, str | None]:
     gateway = desired_gateway(specs)
     if gateway is None:
         raise UsageError("the specs disable the gateway; give --target URL to send load somewhere")
-    host, port = gateway.config["host"], gateway.config["port"]
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
     token = None
     if gateway.config.get("token_file"):
         token = load_tokens(gateway.config["token_file"])[0]
-    return f"http://{host}:{port}", token
+    return connect_url(gateway.config["host"], gateway.config["port"]), token
 
 
 def _tokenizer_for(model_ref: str, base_dir: Path, cache_dir: Path, needed: bool):

@@ -50,3 +50,15 @@ def port_is_free(host: str, port: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+def connect_url(host: str, port: int, path: str = "") -> str:
+    """The URL a client on this host uses to reach a server bound to `host`: a wildcard bind
+    (0.0.0.0, ::) is reached on loopback, and an IPv6 address is bracketed."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{path}"
