@@ -83,7 +83,7 @@ class Autoscaler:
             elif record.state == "starting":
                 starting += 1
         if start_seconds is None:
-            previous = self.scalers.read(name) or {}
+            previous = self._persisted(name) or {}
             start_seconds = previous.get("start_seconds")
         return Capacity(ready=ready, starting=starting, start_seconds=start_seconds)
 
@@ -114,7 +114,7 @@ class Autoscaler:
             while window and now - window[0].at > WINDOW_SECONDS:
                 window.popleft()
             capacity = self.capacity(name)
-            stored = self.scalers.read(name)
+            stored = self._persisted(name)
             state = ScalerState.from_dict(stored) if stored else ScalerState(
                 target=_clamp(specs.deployments[name].doc.spec.replicas, scaling), policy=scaling.get("policy", ""))
             decision = decide(scaling, slo, list(window), capacity, state, now)
@@ -134,6 +134,16 @@ class Autoscaler:
                 self.on_change(scaled_one)
             out.append(scaled_one)
         return out
+
+    def _persisted(self, name: str) -> dict | None:
+        """The state last written for `name`: this process is its only writer, so the file is read
+        once (after a restart) and not on every tick."""
+        if name not in self._written:
+            stored = self.scalers.read(name)
+            if stored is None:
+                return None
+            self._written[name] = stored
+        return self._written[name]
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_error: Callable[[BaseException], None] = lambda e: None) -> None:
