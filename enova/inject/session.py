@@ -17,7 +17,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class RunSetup:
     stream: bool = True
     token: str | None = None
     deployment: str | None = None     # sent as X-Enova-Deployment for /generate
-    notes: list[str] = field(default_factory=list)
 
 
 def _gateway_url(specs: SpecSet) -> tuple[str, str | None]:
@@ -139,12 +138,8 @@ def quick(*, target: str, model: str, rate: float, duration: float, input_len: i
     except ValueError as exc:
         raise UsageError(f"--rate/--process: {exc}") from None
     tokenizer = None
-    notes = []
     if input_len is not None:
-        try:
-            tokenizer = load_tokenizer(model_path) if model_path else None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--tokenizer {model_path}: {exc}") from None
+        tokenizer = load_tokenizer(model_path) if model_path else None  # UsageError naming the folder
         if tokenizer is None:
             raise UsageError("--input-len needs the model's tokenizer: give --tokenizer FOLDER (the model's "
                              "Hugging Face folder), or leave --input-len out to use the shipped prompts")
@@ -158,7 +153,7 @@ def quick(*, target: str, model: str, rate: float, duration: float, input_len: i
     profile = {"kind": "quick", "arrival": {"process": process, "rate": rate}, "duration": duration,
                "requests": requests_spec, "concurrency": concurrency}
     return RunSetup(name="quick", profile=profile, target=target.rstrip("/"), model=model, api=api, seed=seed,
-                    duration=duration, requests=requests, concurrency=concurrency, token=token, notes=notes)
+                    duration=duration, requests=requests, concurrency=concurrency, token=token)
 
 
 def preflight(setup: RunSetup, timeout: float = 5.0) -> None:
