@@ -96,6 +96,7 @@ class ModelGeometry:
     mla: Union[MLA, None] = None
     quantization: Union[Quantization, None] = None
     weight_bytes_from_index: Union[int, None] = None  # metadata.total_size of the safetensors index
+    notes: tuple[str, ...] = ()  # what was assumed while reading the config (a default dtype, ...)
 
 
 @dataclass(frozen=True)
