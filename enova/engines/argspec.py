@@ -32,6 +32,7 @@ from typing import Any
 
 from enova.errors import SpecError, SpecIssue
 from enova.spec.loader import SpecSet
+from enova.spec.models import AUTO_ARG
 
 from .vllm import _flag_values, engine_problem
 
@@ -127,7 +128,7 @@ def validate_engine_args(specs: SpecSet, cache_dir: Path) -> None:
     """Check every deployment's engine args with the installed vLLM's own argument table.
     Raises SpecError with an issue per offending key; returns quietly when vLLM is not installed.
     The first call per vLLM version takes seconds (see load_table); later ones read the cache."""
-    if not any(located.doc.spec.engine.args for located in specs.deployments.values()):
+    if not any(set(located.doc.spec.engine.args) - {AUTO_ARG} for located in specs.deployments.values()):
         return
     table = load_table(cache_dir)
     if table is not None:
@@ -143,6 +144,8 @@ def check_engine_args(specs: SpecSet, table: ArgTable) -> None:
         if engine_problem("gpu" if spec.resources.gpus >= 1 else "cpu") is not None:
             continue  # another build runs it; this table may not be its table
         for key in sorted(spec.engine.args):
+            if key == AUTO_ARG:
+                continue  # enova's switch for the recommender, never passed to vLLM
             problem = _arg_problem(key, spec.engine.args[key], table.options)
             if problem is not None:
                 message, at_value = problem

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from enova.errors import PermanentError
+from enova.spec.models import AUTO_ARG
 
 from .templates import load_yaml, render_yaml
 
 HEALTH_PATH = "/health"
+KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"  # GiB; vLLM's CPU build gives it precedence over --kv-cache-memory-bytes
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ def engine_args(config: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = dict(load_yaml("vllm/defaults.yaml").get(device) or {})
     if device == "gpu":
         merged["tensor_parallel_size"] = config["resources"]["gpus"]
+    if AUTO_ARG in config["engine"]["args"]:
+        raise ValueError("engine.args still holds `auto`: plan.desired resolves it before a launch is rendered")
+    if device == "cpu" and KV_SPACE_ENV in config["engine"]["env"]:
+        merged.pop("kv_cache_memory_bytes", None)  # the spec sizes the KV cache by the env variable
     merged.update(config["engine"]["args"])
     return merged
 

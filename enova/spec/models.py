@@ -113,6 +113,7 @@ class Metadata(StrictModel):
 
 ENGINE_ARG_KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+AUTO_ARG = "auto"  # engine.args key: the recommender fills in the rest (never passed to the engine)
 RESERVED_ENGINE_ARGS = {
     "model": "set from spec.model",
     "host": "set by enova",
@@ -197,10 +198,13 @@ class EngineSpec(StrictModel):
     name: Literal["vllm"] = Field("vllm", description="The inference engine. Only vLLM for now.")
     args: dict[EngineArgKey, EngineArgValue] = Field(
         {},
-        json_schema_extra=_ONLY_PATTERN_KEYS,
+        json_schema_extra={"anyOf": [{"const": "auto"}, {"type": "object", "properties": {"auto": {"type": "boolean"}}}],
+                           **_ONLY_PATTERN_KEYS},
         description=(
             "Engine arguments in snake_case, passed as --kebab-case flags (max_num_seqs: 16 becomes "
-            "--max-num-seqs 16). model, host, port and served_model_name are set by enova."
+            "--max-num-seqs 16). model, host, port and served_model_name are set by enova. `auto` (or "
+            "`auto: true` beside other args) lets enova's recommender choose what is not set here from the "
+            "model's geometry and the host's GPUs or CPU memory; enova diff shows what it chose and why."
         ),
     )
     env: dict[EnvName, str] = Field(
@@ -210,6 +214,28 @@ class EngineSpec(StrictModel):
                      "in it (LD_PRELOAD, PYTHONPATH, PATH, ...)."),
     )
     startup_timeout: Duration = Field(600.0, description="How long a replica may take to become healthy.")
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _auto_alone(cls, args: Any) -> Any:
+        """`args: auto` is short for `args: {auto: true}`."""
+        if isinstance(args, str):
+            if args != AUTO_ARG:
+                raise ValueError(f"must be `auto` or a mapping of engine args (got {args!r})")
+            return {AUTO_ARG: True}
+        return args
+
+    @field_validator("args")
+    @classmethod
+    def _auto_is_a_switch(cls, args: dict[str, Any]) -> dict[str, Any]:
+        if AUTO_ARG in args and not isinstance(args[AUTO_ARG], bool):
+            raise ValueError(f"auto: must be true or false (got {args[AUTO_ARG]!r})")
+        return args
+
+    @property
+    def auto(self) -> bool:
+        """The recommender fills in the engine args this spec does not set."""
+        return self.args.get(AUTO_ARG) is True
 
 
 class Resources(StrictModel):
