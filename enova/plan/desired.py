@@ -24,6 +24,7 @@ from typing import Any
 from enova.spec.loader import SpecSet
 from enova.spec.models import DeploymentSpec, GatewaySpec
 
+from .auto import PlanFacts, resolve_auto
 from .fields import Effect, project
 from .model import DesiredDeployment, DesiredGateway
 
@@ -69,16 +70,22 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def desired_state(specs: SpecSet, scaled: Mapping[str, int] | None = None) -> dict[str, DesiredDeployment]:
+def desired_state(specs: SpecSet, scaled: Mapping[str, int] | None = None,
+                  facts: PlanFacts | None = None) -> dict[str, DesiredDeployment]:
     """Map deployment name -> DesiredDeployment, sorted by name. `scaled`: deployment name ->
     the autoscaler's persisted target (ScalerStore.targets()); read only for deployments whose
-    spec sets `scaling`."""
+    spec sets `scaling`. `facts`: the observed inventory and model geometries that
+    `engine.args: auto` is resolved against (plan.auto); without them such a deployment is
+    blocked."""
     out: dict[str, DesiredDeployment] = {}
     default = specs.default_deployment
     scaled = scaled or {}
     for name in sorted(specs.deployments):
         located = specs.deployments[name]
+        base_dir = os.path.dirname(os.path.realpath(str(located.file)))
+        resolved = resolve_auto(located.doc.spec, base_dir, facts)
         config = replica_config(located.doc.spec)
+        config["engine"]["args"] = resolved.args
         updates = in_place(located.doc.spec, name == default)
         replicas, owner, why = replica_count(located.doc.spec, scaled.get(name))
         out[name] = DesiredDeployment(
@@ -91,7 +98,10 @@ def desired_state(specs: SpecSet, scaled: Mapping[str, int] | None = None) -> di
             source=f"{located.file}:{located.line}",
             serving=updates["serving"],
             settings=updates["settings"],
-            base_dir=os.path.dirname(os.path.realpath(str(located.file))),
+            base_dir=base_dir,
+            auto=resolved.recommendation,
+            auto_chosen=resolved.chosen,
+            blocked=resolved.blocked,
         )
     return out
 

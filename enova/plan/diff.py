@@ -13,6 +13,8 @@ Rules, per deployment name in desired ∪ observed, sorted by name:
   deployment record, or replicas of the current config still starting -> UPDATE: rewrite the
   record, wait for the starting replicas and record them ready. No process restarts.
   (REPLACE and SCALE carry the same `update` and `wait`.)
+- blocked (the desired config cannot be computed: `engine.args: auto` unresolvable) -> NOOP
+  marked `blocked`: whatever runs is kept as it is, nothing is started.
 - observed only: with prune -> DELETE; without -> NOOP marked `orphaned` (reported, kept).
 - otherwise NOOP.
 `replicas` is the desired count whoever owns it: spec.replicas, or, for a deployment with
@@ -129,6 +131,11 @@ def _plan_one(name: str, want: DesiredDeployment | None, have: ObservedDeploymen
                       f"not in the specs; delete {_plural(len(live), 'replica')} (prune)",
                       len(live), 0, before_hash, None,
                       stop=given_up + tuple(r.id for r in _stop_order(live)), forget=forget)
+
+    if want.blocked:
+        kept = f"{_plural(len(live), 'replica')} kept as they run" if have else "not created"
+        return Change(name, Action.NOOP, f"blocked: {want.blocked}; {kept}", len(live), len(live), before_hash,
+                      before_hash, blocked=want.blocked)
 
     if have is None:
         return Change(name, Action.CREATE, f"new deployment; start {_plural(want.replicas, 'replica')}{_owner(want)}",

@@ -40,6 +40,12 @@ class DesiredDeployment:
     # autoscaler's persisted target, clamped to [min, max]); replicas_why says how it was reached
     replicas_from: str = "spec"
     replicas_why: str = ""
+    # engine.args auto (plan.auto): the recommendation behind the args, and which args it chose
+    auto: Any = field(default=None, compare=False)  # enova.recommend.model.Recommendation | None
+    auto_chosen: tuple[str, ...] = ()
+    # why this deployment's desired config cannot be computed (auto unresolvable): the planner
+    # keeps whatever runs for it and reports this
+    blocked: str = ""
 
     @property
     def start_timeout(self) -> float:
@@ -148,6 +154,7 @@ class Change:
     orphaned: bool = False  # not in the specs and kept running because prune is off
     kind: str = "deployment"  # "deployment" | "gateway" (then `deployment` is "gateway")
     replicas_from: str = "spec"  # "autoscaler": replicas_after is the autoscaler's count, not spec.replicas
+    blocked: str = ""  # the desired config cannot be computed (DesiredDeployment.blocked): nothing is changed
 
     def to_dict(self) -> dict[str, Any]:
         replicas: dict[str, Any] = {"before": self.replicas_before, "after": self.replicas_after}
@@ -168,6 +175,7 @@ class Change:
             "roll": list(self.roll),
             "update": [{"path": f.path, "before": f.before, "after": f.after} for f in self.update],
             "orphaned": self.orphaned,
+            **({"blocked": self.blocked} if self.blocked else {}),
         }
 
 
@@ -196,6 +204,11 @@ class Plan:
     def has_changes(self) -> bool:
         """True when applying would change something (orphans kept without prune do not count)."""
         return any(c.action is not Action.NOOP for c in self.changes)
+
+    @property
+    def blocked(self) -> tuple[Change, ...]:
+        """Deployments whose desired config cannot be computed; nothing is planned for them."""
+        return tuple(c for c in self.changes if c.blocked)
 
     @property
     def orphans(self) -> tuple[Change, ...]:

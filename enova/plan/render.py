@@ -53,16 +53,45 @@ def _change_lines(c: Change) -> list[str]:
     return lines
 
 
+def _auto_lines(plan: Plan, c: Change) -> list[str]:
+    """What `engine.args: auto` chose for a deployment, each value with its reason."""
+    want = plan.desired.get(c.deployment) if c.kind == "deployment" else None
+    if want is None or want.auto is None or not want.auto_chosen:
+        return []
+    lines = [f"        engine.args chosen by the recommender (auto) for {want.auto.target}:"]
+    for key in want.auto_chosen:
+        lines.append(f"          {key}: {_value(want.config['engine']['args'].get(key))}  # {_reason(want.auto, key)}")
+    return lines
+
+
+def _reason(rec: Any, key: str) -> str:
+    try:
+        return str(rec.figure(key).reason)
+    except KeyError:
+        return "chosen by the recommender"
+
+
+def auto_dict(plan: Plan, name: str) -> dict[str, Any] | None:
+    """The JSON twin of _auto_lines (None when the deployment does not use auto)."""
+    want = plan.desired.get(name)
+    if want is None or want.auto is None:
+        return None
+    args = want.config["engine"]["args"]
+    return {"target": want.auto.target,
+            "chosen": {k: {"value": args.get(k), "reason": _reason(want.auto, k)} for k in want.auto_chosen}}
+
+
 def render_text(plan: Plan) -> str:
     """The plan as text ending with the summary line (and a newline)."""
     acting = [c for c in plan.changes if c.action is not Action.NOOP]
-    in_sync = [c for c in plan.changes if c.action is Action.NOOP and not c.orphaned]
+    in_sync = [c for c in plan.changes if c.action is Action.NOOP and not c.orphaned and not c.blocked]
     out: list[str] = []
     if acting:
         out.append("enova will perform these actions:")
         for c in acting:
             out.append("")
             out.extend(_change_lines(c))
+            out.extend(_auto_lines(plan, c))
         out.append("")
     else:
         out.append("No changes. The running deployments match the specs.")
@@ -74,6 +103,10 @@ def render_text(plan: Plan) -> str:
     for c in managed:  # the count is shown, never planned against spec.replicas
         out.append(f"  # deployment {c.deployment}: replicas: {c.replicas_after}{_managed(c)}")
     if managed:
+        out.append("")
+    for c in plan.blocked:
+        out.append(f"  ! deployment {c.deployment} is blocked: {c.blocked}")
+    if plan.blocked:
         out.append("")
     for c in plan.orphans:
         out.append(f"  # deployment {c.deployment} is not in the specs and is kept: "
@@ -87,4 +120,9 @@ def render_text(plan: Plan) -> str:
 
 def render_json(plan: Plan) -> str:
     """The plan as indented JSON (stable key order) ending with a newline."""
-    return json.dumps(plan.to_dict(), indent=2, sort_keys=False) + "\n"
+    data = plan.to_dict()
+    for change in data["changes"]:
+        auto = auto_dict(plan, change["deployment"]) if change["kind"] == "deployment" else None
+        if auto is not None:
+            change["auto"] = auto
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
