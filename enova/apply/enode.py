@@ -32,6 +32,7 @@ from enova.runtime.world import observe
 
 from .executor import Applier
 from .gateway import stop_gateway
+from .facts import gather_facts
 
 Progress = Callable[[str], None]
 
@@ -123,7 +124,8 @@ def run_enode(specs: SpecSet, settings: Settings, stop: Event, progress: Progres
         applier = Applier(store=store, settings=settings, runtime=runtime, progress=progress, stop=stop)
         try:
             world = observe(store, runtime, now=time.time())
-            plan = compute_plan(desired_state(specs), world.deployments, prune=True,
+            facts = gather_facts(specs, cache_dir=settings.cache_dir)
+            plan = compute_plan(desired_state(specs, facts=facts), world.deployments, prune=True,
                                 gateway=desired_gateway(specs), observed_gateway=world.gateway)
             applier.preflight(plan)
             result = applier.apply(plan)

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from enova.errors import PermanentError, TemporaryError
 from enova.modelstore.builtin import ensure_builtin
@@ -120,24 +121,33 @@ def _check_hub(repo_id: str, env: Mapping[str, str]) -> bool:
 
 
 def _query_hub(repo_id: str, env: Mapping[str, str]) -> None:
-    """Ask the Hub (or HF_ENDPOINT) whether `repo_id` exists and may be read. Runs the query in a
-    daemon thread so that even a hanging name lookup cannot block longer than HUB_TIMEOUT_S."""
+    """Ask the Hub (or HF_ENDPOINT) whether `repo_id` exists and may be read."""
     from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=env.get("HF_ENDPOINT") or None, token=env.get("HF_TOKEN") or None)
+    hub_call(repo_id, env, lambda: api.model_info(repo_id, timeout=HUB_TIMEOUT_S - 1))
+
+
+T = TypeVar("T")
+
+
+def hub_call(repo_id: str, env: Mapping[str, str], call: Callable[[], T]) -> T:
+    """Run `call` (a Hub request about `repo_id`) in a daemon thread, so that even a hanging
+    name lookup cannot block longer than HUB_TIMEOUT_S, and turn its failure into enova's
+    errors: TemporaryError when the Hub is out of reach or overloaded, PermanentError when the
+    model is unknown, gated or the id invalid. Also called by enova.modelstore.config."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    endpoint = env.get("HF_ENDPOINT") or None
-    where = endpoint or "https://huggingface.co"
-    api = HfApi(endpoint=endpoint, token=env.get("HF_TOKEN") or None)
-    outcome: list[BaseException | None] = []
+    where = env.get("HF_ENDPOINT") or "https://huggingface.co"
+    outcome: list[tuple[bool, Any]] = []
 
     def ask() -> None:
         try:
-            api.model_info(repo_id, timeout=HUB_TIMEOUT_S - 1)
-            outcome.append(None)
+            outcome.append((True, call()))
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-            outcome.append(exc)
+            outcome.append((False, exc))
 
-    worker = threading.Thread(target=ask, name=f"hub-check {repo_id}", daemon=True)
+    worker = threading.Thread(target=ask, name=f"hub {repo_id}", daemon=True)
     worker.start()
     worker.join(HUB_TIMEOUT_S)
     unreachable = (
@@ -147,9 +157,10 @@ def _query_hub(repo_id: str, env: Mapping[str, str]) -> None:
     # Out of reach is temporary (a network outage, a proxy restarting): the caller retries with backoff.
     if not outcome:
         raise TemporaryError(unreachable.format(reason=f"no answer within {HUB_TIMEOUT_S:.0f} s"), delay=30.0)
-    error = outcome[0]
-    if error is None:
-        return
+    ok, result = outcome[0]
+    if ok:
+        return result
+    error = result
     if isinstance(error, GatedRepoError):
         raise PermanentError(
             f"model {repo_id!r}: gated on the Hub ({_first_line(error)}); accept its licence on the "

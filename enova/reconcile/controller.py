@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from enova.apply.executor import Applier
+from enova.apply.facts import FactsCache, gather_facts
 from enova.errors import EnovaError, PermanentError, SpecError
 from enova.observe.lock import StateLock
 from enova.autoscale.signals import Scraper
@@ -33,6 +34,7 @@ from enova.observe.logs import rotate_logs
 from enova.observe.scaler import ScalerStore
 from enova.observe.state import StateStore, write_json
 from enova.plan.desired import desired_gateway, desired_state
+from enova.plan.auto import PlanFacts
 from enova.plan.diff import compute_plan
 from enova.plan.model import GATEWAY, Action, ObservedReplica, Plan, ReplicaState
 from enova.runtime.base import ReplicaStartError, Runtime, StartInterrupted
@@ -100,7 +102,7 @@ class Reconciler:
                  clock: Callable[[], float] = time.time, crashloop_window: float = 600.0,
                  runtime: Runtime | None = None, applier_options: dict | None = None,
                  validate: Callable[[SpecSet], None] | None = None, scraper=None,
-                 scale_interval: float = 2.0):
+                 scale_interval: float = 2.0, facts: Callable[[SpecSet], PlanFacts] | None = None):
         self.specs_path = Path(specs_path)
         self.settings = settings
         self.stop = stop
@@ -119,6 +121,12 @@ class Reconciler:
         self.applier_options = dict(applier_options or {})  # extra Applier arguments (tests: fakes)
         # checks beyond the spec schema, e.g. engine args against vLLM's own parser (raise SpecError)
         self.validate = validate or self._validate_engine_args
+        # what engine.args auto is planned against (GPUs, memory, model geometries); gathered
+        # with every load of the specs, model geometries read once per process
+        self.facts_cache = FactsCache()
+        self.gather_facts = facts or (lambda specs: gather_facts(specs, cache_dir=settings.cache_dir,
+                                                                 cache=self.facts_cache))
+        self.facts: PlanFacts | None = None
         self.events = EventLog(settings.state_dir / "events.jsonl", clock=clock)
         self.status_path = settings.state_dir / "reconciler" / "status.json"
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enova-pass")
@@ -196,7 +204,7 @@ class Reconciler:
         decision = scaled.decision
         with self.lock:
             if self.specs is not None:
-                self.desired = desired_state(self.specs, scaled=self.scalers.targets())
+                self.desired = desired_state(self.specs, scaled=self.scalers.targets(), facts=self.facts)
             self.due.add(scaled.deployment)
         reason = "ScaledUp" if decision.target > decision.previous else "ScaledDown"
         self.events.record("Normal", reason, _subject(scaled.deployment),
@@ -277,11 +285,12 @@ class Reconciler:
                 self.events.record("Warning", "SpecInvalid", "specs", message, self._revision())
             self._refresh_git()
             return
-        desired = desired_state(specs, scaled=self.scalers.targets())
+        facts = self.gather_facts(specs)
+        desired = desired_state(specs, scaled=self.scalers.targets(), facts=facts)
         with self.lock:
             was_invalid = self.spec_error is not None
             self.spec_error = None
-            self.specs, self.desired = specs, desired
+            self.specs, self.desired, self.facts = specs, desired, facts
         if was_invalid:
             self.events.record("Normal", "SpecValid", "specs", "the specs are valid again", self._revision())
         self._refresh_git()
@@ -405,6 +414,9 @@ class Reconciler:
                 if len(status.restarts) >= 3:  # keeps exiting: restart it, but not in a tight loop
                     crashloop = (len(status.restarts), backoff_delay(len(status.restarts) - 2))
                     status.next_attempt = now + crashloop[1]
+        if change is not None and change.blocked:
+            self._blocked(name, change, revision)
+            return
         if change is None or not plan.has_changes:
             self._set(name, condition=STALLED if spec_error else READY,
                       reason="SpecInvalid" if spec_error else "InSync",
@@ -444,6 +456,16 @@ class Reconciler:
         self.events.record("Normal", "Reconciled", _subject(name),
                            f"{REASONS.get(change.action, 'Synced').lower()} in {time.monotonic() - began:.1f} s",
                            self._revision())
+
+    def _blocked(self, name: str, change, revision: str | None) -> None:
+        """The deployment's desired config cannot be computed (engine.args auto): what runs is
+        kept; the facts are gathered again with every load of the specs (each timer tick)."""
+        with self.lock:
+            before = self.statuses.setdefault(name, SubjectStatus()).message
+        self._set(name, condition=STALLED, reason="Blocked", message=change.blocked,
+                  revision=revision or self._revision())
+        if before != change.blocked:
+            self.events.record("Warning", "Blocked", _subject(name), change.reason, self._revision())
 
     def _applier(self) -> Applier:
         return Applier(store=self.store, settings=self.settings, runtime=self.runtime, progress=self.progress,

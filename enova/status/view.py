@@ -15,6 +15,7 @@ from typing import Any
 from enova.observe.gpus import GpuInventory, gpu_inventory
 from enova.observe.scaler import ScalerStore
 from enova.observe.state import StateStore
+from enova.plan.auto import PlanFacts
 from enova.plan.desired import desired_gateway, desired_state
 from enova.plan.diff import compute_plan
 from enova.plan.model import Action, Plan
@@ -77,14 +78,16 @@ def _replica_rows(world: World, name: str, now: float) -> list[dict[str, Any]]:
 def build_status(store: StateStore, runtime: Runtime, specs: SpecSet | None, *,
                  reconciler: dict[str, Any] | None = None,
                  inventory: Callable[[], GpuInventory] = gpu_inventory,
-                 clock: Callable[[], float] = time.time, spec_error: str | None = None) -> StatusView:
+                 clock: Callable[[], float] = time.time, spec_error: str | None = None,
+                 facts: PlanFacts | None = None) -> StatusView:
     """The whole view. `specs` None: sync is Unknown. `reconciler`: the reconciler's status file
     (enova.reconcile.controller.read_status), shown when it runs."""
     now = clock()
     world = observe(store, runtime, now=now, probe_health=True)
     plan = None
     if specs is not None:
-        plan = compute_plan(desired_state(specs, ScalerStore(store.root).targets()), world.deployments, prune=False,
+        plan = compute_plan(desired_state(specs, ScalerStore(store.root).targets(), facts=facts), world.deployments,
+                            prune=False,
                             gateway=desired_gateway(specs), observed_gateway=world.gateway)
     statuses = deployment_statuses(plan, world.deployments)
     subjects = (reconciler or {}).get("subjects", {}) if reconciler and reconciler.get("alive") else {}

@@ -97,6 +97,21 @@ def test_converted_folder_holds_config_tokenizer_chat_template_and_weights(cold:
     assert sorted(p.name for p in (cache / "models").iterdir()) == [folder.name, f"{SMOL}.lock"]
 
 
+def test_the_shipped_config_has_the_geometry_of_a_fresh_conversion(cold: tuple[Path, list[dict]]) -> None:
+    """Planning `engine.args: auto` reads the config shipped in the wheel until the model is
+    converted; it must describe the same model as the conversion produces."""
+    from dataclasses import replace
+
+    from enova.modelstore.config import DATA
+    from enova.recommend.geometry import parse_config
+    cache, _ = cold
+    converted = json.loads((builtin_dir(SMOL, cache) / "config.json").read_text())
+    shipped = json.loads((DATA / f"{SMOL}.config.json").read_text())
+    assert replace(parse_config(shipped, source="x"), notes=()) == replace(parse_config(converted, source="x"), notes=())
+    assert {k: v for k, v in shipped.items() if k != "transformers_version"} == \
+        {k: v for k, v in converted.items() if k != "transformers_version"}
+
+
 def test_second_resolve_is_cached_and_instant(cold: tuple[Path, list[dict]]) -> None:
     cache, _ = cold
     said: list[str] = []

@@ -71,6 +71,7 @@ class MemWorld:
         self.gpus = GpuInventory(gpus=tuple(Gpu(i, f"GPU-{i:04d}", "Fake GPU", 81920, 0) for i in range(gpus)),
                                  driver="fake") if gpus else GpuInventory(reason="no GPU (fake)")
         self.host_cpus = list(range(host_cpus))
+        self.facts = None  # enova.plan.auto.PlanFacts for engine.args auto (None: auto deployments are blocked)
         self.resolved: list[str] = []
         self.resolve_error: Exception | None = None
 
@@ -102,7 +103,7 @@ class MemWorld:
     def plan(self, *, prune: bool = False) -> Plan:
         specs = load_specs(self.specs_dir)
         world = observe(self.store, self.runtime, now=self.clock(), probe_health=True)
-        return compute_plan(desired_state(specs), world.deployments, prune=prune, gateway=desired_gateway(specs),
+        return compute_plan(desired_state(specs, facts=self.facts), world.deployments, prune=prune, gateway=desired_gateway(specs),
                             observed_gateway=world.gateway)
 
     def apply(self, *, prune: bool = False):
