@@ -11,7 +11,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -114,13 +114,19 @@ def _rotate_logs(store) -> None:
         _progress(f"log rotation: {exc}")
 
 
+def _facts(specs):
+    """What engine.args auto is planned against: this host's GPUs and memory, the models' geometry."""
+    from enova.apply.facts import gather_facts
+    return gather_facts(specs, cache_dir=_state.settings.cache_dir)
+
+
 def _plan(specs, world, prune: bool):
     """The plan; a deployment with `scaling` is planned at the autoscaler's persisted count."""
     from enova.observe.scaler import ScalerStore
     from enova.plan.desired import desired_gateway, desired_state
     from enova.plan.diff import compute_plan
     scaled = ScalerStore(_state.settings.state_dir).targets()
-    return compute_plan(desired_state(specs, scaled), world.deployments, prune=prune,
+    return compute_plan(desired_state(specs, scaled, facts=_facts(specs)), world.deployments, prune=prune,
                         gateway=desired_gateway(specs), observed_gateway=world.gateway)
 
 
@@ -158,7 +164,9 @@ def diff(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.te
     except EnovaError as exc:
         raise _fail(exc, 2)
     sys.stdout.write(_render(plan, output))
-    raise typer.Exit(1 if plan.has_changes else 0)
+    for change in plan.blocked:
+        _err(f"error: deployment {change.deployment} is blocked: {change.blocked}")
+    raise typer.Exit(2 if plan.blocked else 1 if plan.has_changes else 0)
 
 
 @app.command()
@@ -189,6 +197,7 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
             sys.stdout.write(_render(plan, output))
             sys.stdout.flush()
             if not plan.has_changes:
+                _report_blocked(plan)
                 return
             applier = Applier(store=store, settings=_state.settings, runtime=runtime, progress=_progress,
                               stop=stop)
@@ -204,6 +213,16 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
         for outcome in result.failed:
             _err(f"error: {outcome.deployment}: {outcome.message}")
         raise typer.Exit(1)
+    _report_blocked(plan)
+
+
+def _report_blocked(plan) -> None:
+    """Deployments the plan could not compute (engine.args auto unresolvable) were left as they
+    run: say so and exit 2."""
+    for change in plan.blocked:
+        _err(f"error: deployment {change.deployment} is blocked (left as it runs): {change.blocked}")
+    if plan.blocked:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -230,6 +249,62 @@ def delete(name: Annotated[str, typer.Argument(help="The deployment to stop.")])
 enode_app = typer.Typer(help="The single-module LLM service: one model behind the gateway, in the foreground.",
                         no_args_is_help=True)
 app.add_typer(enode_app, name="enode")
+
+
+def _engine_arg(text: str) -> tuple[str, Any]:
+    import yaml
+    key, sep, value = text.partition("=")
+    key = key.strip().lstrip("-").replace("-", "_")
+    if not sep or not key:
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE, such as max_model_len=8192")
+    return key, yaml.safe_load(value)
+
+
+@app.command()
+def recommend(
+    model: Annotated[str, typer.Option("--model", "-m", help="builtin:NAME, a local folder, or a Hugging Face id (only its config is read).")],
+    gpu: Annotated[Optional[str], typer.Option("--gpu", help="Size for this GPU from the catalogue (H100-80GB, A100-40GB, L4, ...).")] = None,
+    gpu_memory: Annotated[Optional[str], typer.Option("--gpu-memory", help="Size for GPUs with this much memory each (24GiB, 80GB).")] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="How many GPUs a replica may use (tensor parallel); default 1, or all this host has.")] = None,
+    cpus: Annotated[Optional[int], typer.Option("--cpus", help="CPU engine: cores per replica (resources.cpus).")] = None,
+    memory: Annotated[Optional[str], typer.Option("--memory", help="CPU engine: the host's memory (default: this host's).")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", help="Fit the lengths and rate of this LoadProfile (from --specs).")] = None,
+    specs: Annotated[Optional[Path], typer.Option("--specs", help="Where --profile is looked up (default: ./specs when it exists).")] = None,
+    capacity: Annotated[Optional[float], typer.Option("--capacity", help="Requests/s one replica sustains (measured), for the replica count.")] = None,
+    capacity_from: Annotated[Optional[Path], typer.Option("--capacity-from", help="An `enova inject run` result against one replica: its throughput is the capacity.")] = None,
+    run_replicas: Annotated[int, typer.Option("--run-replicas", help="How many replicas served the --capacity-from run.")] = 1,
+    max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", help="Keep this max_model_len; choose the rest around it.")] = None,
+    set_args: Annotated[Optional[list[str]], typer.Option("--set", help="Keep this engine arg as given: KEY=VALUE (repeatable).")] = None,
+    kv_cache_dtype: Annotated[str, typer.Option("--kv-cache-dtype", help="auto (the model's dtype), fp8, ...")] = "auto",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Recommend vLLM settings for a model on given GPUs (or this host's CPU), computed from the
+    model's real config and the hardware's memory, each number with its reason. Exit 0, or 2
+    when it does not fit (with the arithmetic and the nearest setting that would)."""
+    from enova.advise import Request, advise
+    from enova.recommend.model import Refusal
+    from enova.recommend.render import refusal_json, render_text, to_json
+    try:
+        fixed = dict(_engine_arg(a) for a in set_args or [])
+        if max_model_len is not None:
+            fixed["max_model_len"] = max_model_len
+        spec_set = None
+        folder = specs or (Path("specs") if profile and Path("specs").is_dir() else None)
+        if profile:
+            if folder is None:
+                raise UsageError("--profile needs the specs that hold it: --specs DIR")
+            spec_set = _load(folder)
+        req = Request(model=model, gpu=gpu, gpu_memory=gpu_memory, gpus=gpus, cpus=cpus, memory=memory,
+                      profile=profile, capacity_rps=capacity, capacity_from=capacity_from,
+                      run_replicas=run_replicas, fixed=fixed, kv_cache_dtype=kv_cache_dtype)
+        rec = advise(req, base_dir=Path.cwd(), cache_dir=_state.settings.cache_dir, specs=spec_set)
+    except Refusal as refusal:
+        if output is Output.json:
+            print(json.dumps(refusal_json(refusal), indent=2))
+        raise _fail(refusal)
+    except EnovaError as exc:
+        raise _fail(exc)
+    print(json.dumps(to_json(rec), indent=2) if output is Output.json else render_text(rec), end="" if output is Output.text else "\n")
 
 
 @enode_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -607,7 +682,8 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
                     raise
                 spec_error = str(exc)  # the reconciler reports the spec error itself (shown below)
         store = StateStore(_state.settings.state_dir)
-        view = build_status(store, _runtime(store), spec_set, reconciler=controller, spec_error=spec_error)
+        view = build_status(store, _runtime(store), spec_set, reconciler=controller, spec_error=spec_error,
+                            facts=_facts(spec_set) if spec_set is not None else None)
     except EnovaError as exc:
         raise _fail(exc)
     if output is Output.json:
