@@ -21,7 +21,7 @@ from typing import Any
 
 from enova.errors import PermanentError
 from enova.modelstore.builtin import builtin_dir, builtin_model
-from enova.modelstore.resolve import HUB_TIMEOUT_S, _TRUE, _hf_cache_dir, _local_folder, hub_call
+from enova.modelstore.resolve import HUB_TIMEOUT_S, _TRUE, _hf_cache_dir, _local_folder, _query_hub, hub_call
 from enova.recommend.geometry import parse_config
 from enova.recommend.model import ConfigError, ModelGeometry
 from enova.spec.models import classify_model
@@ -96,6 +96,9 @@ def _hub_file(repo_id: str, filename: str, env: Mapping[str, str], *, required: 
         raise PermanentError(
             f"model {repo_id!r}: its {filename} is not in the local Hugging Face cache ({cache}) and "
             f"HF_HUB_OFFLINE is set; fetch it once (hf download {repo_id} {filename}) or point model: at a local folder")
+
+    if required:  # one quick question first: the download's own retries take half a minute to give up
+        _query_hub(repo_id, env)
 
     def fetch() -> Path | None:
         try:

@@ -28,6 +28,7 @@ from typing import Any, Union
 
 from enova.recommend import geometry, gpumem, kvcache
 from enova.recommend.fit import (
+    kv_layout,
     concurrency, longest_fit, one_sequence_bytes, page_bytes, replicas_figure, workload_mean, workload_need,
 )
 from enova.recommend.gpumem import gib
@@ -221,9 +222,7 @@ def _batched(c: _Ctx, seqs: int, mml: int) -> tuple[int, str]:
 
 def _fixed_figures(c: _Ctx, mml: int) -> tuple[Figure, ...]:
     per_token = kvcache.kv_cache_bytes_per_token(c.g, kv_dtype_bytes=c.kvb, tp=1, max_model_len=mml)
-    layout = f"{c.g.num_layers} layers x 2 (K, V) x {c.g.num_kv_heads} KV heads x {c.g.head_dim} dims x {c.kvb} bytes"
-    if c.g.mla is not None:
-        layout = f"{c.g.num_layers} layers x one MLA latent of {c.g.mla.kv_lora_rank + c.g.mla.qk_rope_head_dim} x {c.kvb} bytes"
+    layout = kv_layout(c.g, c.kvb, mml, per_token)
     return (Figure("weight_bytes", c.weights, c.weights_why, "bytes"),
             Figure("kv_cache_bytes_per_token", per_token, layout, "bytes"),
             Figure("engine_overhead_bytes", c.overhead,

@@ -150,3 +150,21 @@ def replicas_figure(w: Union[Workload, None], extra: str = "") -> Figure:
     where = w.capacity_source or "a measured run"
     return Figure("replicas", n, f"ceil({w.rate_rps:g} req/s / {w.capacity_rps:g} req/s per replica "
                                  f"from {where}){tail}")
+
+
+def kv_layout(g: ModelGeometry, kvb: float, max_model_len: int, per_token: int) -> str:
+    """The reason of kv_cache_bytes_per_token: the layout a human multiplies out, and for
+    sliding-window layers how `per_token` (the cost averaged over a max_model_len sequence) follows."""
+    if g.mla is not None:
+        full = g.num_layers * (g.mla.kv_lora_rank + g.mla.qk_rope_head_dim) * kvb
+        text = (f"{g.num_layers} layers x one latent of {g.mla.kv_lora_rank} + {g.mla.qk_rope_head_dim} "
+                f"rotary dims x {kvb:g} bytes (MLA)")
+    else:
+        full = g.num_layers * 2 * g.num_kv_heads * g.head_dim * kvb
+        text = f"{g.num_layers} layers x 2 (K, V) x {g.num_kv_heads} KV heads x {g.head_dim} dims x {kvb:g} bytes"
+    windows = [w for w in g.layer_windows if w and w < max_model_len]
+    if not windows:
+        return text
+    return (f"{text} = {int(full):,} bytes for each of a sequence's first tokens; {len(windows)} of the "
+            f"{g.num_layers} layers keep only the last {max(windows):,} tokens (sliding window), so over "
+            f"max_model_len {max_model_len:,} a sequence averages {per_token:,} bytes per token")

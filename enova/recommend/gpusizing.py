@@ -23,6 +23,7 @@ from typing import Any, Union
 
 from enova.recommend import geometry, gpumem, kvcache
 from enova.recommend.fit import (
+    kv_layout,
     concurrency, fits_one, longest_fit, multiple_of_8, one_sequence_bytes, quantized_variants,
     replicas_figure, round_up, tp_problem, workload_mean, workload_need,
 )
@@ -334,7 +335,8 @@ def _memory_figures(c: _Ctx, plan: GpuMemoryPlan, mml: int) -> tuple[Figure, ...
     return (
         Figure("weight_bytes", c.weights, f"{c.weights_why}; {gib(plan.weight_bytes)} per GPU at tp={tp}", "bytes"),
         Figure("kv_cache_bytes_per_token", per_token,
-               _kv_layout(g, c.kvb) + (f"; {per_gpu:,} bytes per GPU at tp={tp}" if tp > 1 else ""), "bytes"),
+               kv_layout(g, c.kvb, mml, per_token) + (f"; {per_gpu:,} bytes per GPU at tp={tp}" if tp > 1 else ""),
+               "bytes"),
         Figure("activation_bytes", plan.activation_bytes,
                f"estimate of vLLM's profile-run peak per GPU: the larger of a forward pass over "
                f"{plan.max_num_batched_tokens:,} tokens ({gib(forward)}) and the sampler over "
@@ -346,19 +348,6 @@ def _memory_figures(c: _Ctx, plan: GpuMemoryPlan, mml: int) -> tuple[Figure, ...
                "estimate of memory outside torch after vLLM's snapshot (cuBLAS, attention and NCCL buffers): "
                "the largest of three vLLM logs", "bytes"),
     )
-
-
-def _kv_layout(g: ModelGeometry, kvb: int) -> str:
-    windows = [w for w in g.layer_windows if w]
-    if g.mla is not None:
-        base = (f"{g.num_layers} layers x one latent of {g.mla.kv_lora_rank} + {g.mla.qk_rope_head_dim} "
-                f"rotary dims x {kvb} bytes (MLA)")
-    else:
-        base = f"{g.num_layers} layers x 2 (K, V) x {g.num_kv_heads} KV heads x {g.head_dim} dims x {kvb} bytes"
-    if windows:
-        base += (f"; {len(windows)} of the layers use a sliding window of {max(windows):,} tokens, so a "
-                 "long sequence holds at most that many of their tokens")
-    return base
 
 
 def _util_why(c: _Ctx, plan: GpuMemoryPlan) -> str:
