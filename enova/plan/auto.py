@@ -91,7 +91,7 @@ def _target(spec: DeploymentSpec, host: HostFacts) -> Target:
     # sized against the host's total memory, not what is free now: the replicas this plan starts
     # take memory, and a choice that moved with them would replace them again and again
     return CpuTarget(total_bytes=host.memory_total, available_bytes=host.memory_total,
-                     cores=spec.resources.cpus, source="MemTotal (planning sizes for the whole host)")
+                     cores=spec.resources.cpus, source="MemTotal: planning sizes for the whole host")
 
 
 def resolve_auto(spec: DeploymentSpec, base_dir: str, facts: Union[PlanFacts, None]) -> Resolved:

@@ -244,6 +244,8 @@ def _refuse(c: _Ctx, mml: int, arithmetic: Union[str, None] = None, suggestions:
 
 
 def _target_line(t: CpuTarget) -> str:
-    source = f"; {t.source}" if t.source else ""
-    return (f"the CPU engine on {t.cores} core{'s' if t.cores != 1 else ''}, {t.available_bytes / GiB:.2f} GiB "
-            f"available of {t.total_bytes / GiB:.2f} GiB{source}")
+    source = f" ({t.source})" if t.source else ""
+    cores = f"the CPU engine on {t.cores} core{'s' if t.cores != 1 else ''}"
+    if t.available_bytes >= t.total_bytes:
+        return f"{cores}, a host of {t.total_bytes / GiB:.2f} GiB{source}"
+    return f"{cores}, {t.available_bytes / GiB:.2f} GiB available of {t.total_bytes / GiB:.2f} GiB{source}"

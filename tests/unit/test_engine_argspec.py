@@ -76,7 +76,7 @@ def test_values_vllm_takes_pass(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("path", ["specs", "examples/cpu-two-replicas.yaml", "examples/multi-model",
-                                  "examples/gpu-mistral"])
+                                  "examples/gpu-mistral", "examples/auto"])
 def test_the_shipped_specs_pass(path, cache_dir):
     validate_engine_args(load_specs(REPO / path), cache_dir)
 
