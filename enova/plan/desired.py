@@ -29,9 +29,18 @@ from .fields import Effect, project
 from .model import DesiredDeployment, DesiredGateway
 
 
+OPTIONAL_REPLACE = ("image", "docker")  # left out of the config while unset (runtime local)
+
+
 def replica_config(spec: DeploymentSpec) -> dict[str, Any]:
-    """The fields a replica process is started from (plan.fields REPLACE), in a canonical shape."""
-    return project(spec.model_dump(mode="json"), Effect.REPLACE)
+    """The fields a replica process is started from (plan.fields REPLACE), in a canonical shape.
+    The container-only fields are left out while unset, so adding them to the table changed no
+    local replica's hash."""
+    config = project(spec.model_dump(mode="json"), Effect.REPLACE)
+    for key in OPTIONAL_REPLACE:
+        if config.get(key) is None:
+            config.pop(key, None)
+    return config
 
 
 def in_place(spec: DeploymentSpec, is_default: bool) -> dict[str, Any]:

@@ -37,6 +37,9 @@ class Rule(NamedTuple):
 FIELDS: dict[str, Rule] = {
     "model": Rule(Effect.REPLACE, "model"),
     "runtime": Rule(Effect.REPLACE, "runtime"),
+    # runtime docker only (absent from the config otherwise, so local replicas' hashes never move)
+    "image": Rule(Effect.REPLACE, "image"),
+    "docker": Rule(Effect.REPLACE, "docker"),
     "engine.name": Rule(Effect.REPLACE, "engine.name"),
     "engine.args": Rule(Effect.REPLACE, "engine.args"),
     "engine.env": Rule(Effect.REPLACE, "engine.env"),

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    StringConstraints,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
     WrapValidator,
@@ -402,6 +403,35 @@ class ScalingSpec(StrictModel):
         return after
 
 
+DEFAULT_GPU_IMAGE = "vllm/vllm-openai:v0.11.0"  # pinned: a tag, never latest
+_VOLUME = r"^[^:\s]+:/[^:\s]*(:(ro|rw))?$"
+
+
+class DockerSpec(StrictModel):
+    """How replicas run as containers (runtime docker)."""
+
+    host: Union[str, None] = Field(
+        None, pattern=r"^(unix|tcp|ssh|npipe)://\S+$",
+        description=("The Docker engine: unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host, as the "
+                     "Docker SDK takes it (default: DOCKER_HOST, else the local socket)."))
+    network: Union[str, None] = Field(
+        None, min_length=1, description="A Docker network to attach containers to (default: the engine's bridge).")
+    bind: str = Field(
+        "127.0.0.1", description=("The host address the engine's port is published on. Beyond loopback only with "
+                                  "a token on the gateway, as for the gateway's own host."))
+    shm_size: str = Field(
+        "2g", pattern=r"^[0-9]+[bkmg]?$",
+        description="Shared memory for the engine (/dev/shm): tensor-parallel workers and vLLM's IPC need it.")
+    ipc: Literal["private", "host", "shareable"] = Field(
+        "private", description="The IPC namespace. host is what vLLM's docs suggest for multi-GPU; private with "
+                               "shm_size is the safer default.")
+    volumes: list[Annotated[str, StringConstraints(pattern=_VOLUME)]] = Field(
+        [], description="Extra mounts, host_path:container_path[:ro|rw] (a named volume works as host_path).")
+    env: dict[EnvName, str] = Field(
+        {}, json_schema_extra=_ONLY_PATTERN_KEYS,
+        description="Extra environment variables for the container, over engine.env (the same names are refused).")
+
+
 class DeploymentSpec(StrictModel):
     """A model served by one or more engine replicas."""
 
@@ -413,11 +443,17 @@ class DeploymentSpec(StrictModel):
         min_length=1,
     )
     engine: EngineSpec = Field(EngineSpec(), description="The inference engine and its arguments.")
-    runtime: Literal["local"] = Field(
-        "local", description="Where replicas run. local: processes on this host (docker comes later)."
-    )
+    runtime: Literal["local", "docker"] = Field(
+        "local", description=("Where replicas run. local: processes on this host; docker: containers on a Docker "
+                              "engine (docker.host), labelled as enova's."))
     replicas: int = Field(1, ge=0, description="How many engine replicas to run.")
     resources: Resources = Field(Resources(), description="What each replica gets from the host.")
+    image: Union[str, None] = Field(
+        None, min_length=1, validate_default=True,
+        description=("runtime docker: the engine image (default for GPU deployments: " + DEFAULT_GPU_IMAGE + "; a "
+                     "CPU deployment must name one). Only with runtime docker."))
+    docker: Union[DockerSpec, None] = Field(
+        None, description="runtime docker: where and how containers run. Only with runtime docker.")
     slo: Union[str, None] = Field(None, description="Name of an SLO document this deployment is held to.")
     serving: ServingSpec = Field(ServingSpec(), description="How the gateway serves this deployment.")
     scaling: Union[ScalingSpec, None] = Field(
@@ -441,12 +477,21 @@ class DeploymentSpec(StrictModel):
                              "spec.slo, or choose policy concurrency or rps")
         return scaling
 
-    @field_validator("runtime", mode="before")
+    @field_validator("image", "docker")
     @classmethod
-    def _runtime_not_yet(cls, runtime: Any) -> Any:
-        if runtime == "docker":
-            raise ValueError("the docker runtime is not available yet; use 'local'")
-        return runtime
+    def _only_for_docker(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("runtime", "local") != "docker":
+            raise ValueError("only used with runtime docker")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _cpu_containers_name_their_image(cls, image: Union[str, None], info: ValidationInfo) -> Union[str, None]:
+        resources = info.data.get("resources")
+        if image is None and info.data.get("runtime") == "docker" and resources is not None and resources.gpus == 0:
+            raise ValueError("required for a CPU deployment with runtime docker (the default "
+                             f"{DEFAULT_GPU_IMAGE} is vLLM's CUDA build)")
+        return image
 
 
 # ---------------------------------------------------------------------------------------------

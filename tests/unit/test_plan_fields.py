@@ -52,10 +52,16 @@ def _leaves(data: dict, prefix: str = "") -> set[str]:
 def test_replica_config_holds_exactly_the_replace_fields_and_records_the_update_fields():
     from enova.plan.desired import in_place, replica_config
     from enova.plan.fields import FIELDS
+    from enova.plan.desired import OPTIONAL_REPLACE
     spec = DeploymentSpec(model="builtin:smollm2-135m-instruct")
     replace = {p for p, r in FIELDS.items() if r.effect is Effect.REPLACE}
     update = {r.target for r in FIELDS.values() if r.effect is Effect.UPDATE}
-    assert _leaves(replica_config(spec)) == replace
+    # a local deployment's config leaves the container-only fields out (its hash never moved)...
+    assert _leaves(replica_config(spec)) == replace - set(OPTIONAL_REPLACE)
+    # ...and a container deployment's holds them all
+    docker = DeploymentSpec(model="org/m", runtime="docker", resources={"gpus": 1}, image="vllm/vllm-openai:v1",
+                            docker={"shm_size": "4g"})
+    assert {p.split(".")[0] for p in _leaves(replica_config(docker))} >= set(OPTIONAL_REPLACE)
     assert _leaves(in_place(spec, False)) == update
     scale = {p for p, r in FIELDS.items() if r.effect is Effect.SCALE}
     assert scale == {"replicas"}
@@ -75,6 +81,7 @@ def test_a_change_to_any_replace_field_changes_the_config_hash_and_no_other_fiel
         "engine.env": {"engine": {"env": {"VLLM_LOGGING_LEVEL": "DEBUG"}}},
         "resources.cpus": {"resources": {"cpus": 2}},
         "resources.gpus": {"resources": {"gpus": 1}},
+        "runtime": {"runtime": "docker", "image": "enova/vllm-cpu:1"},
     }
     for path, update in changed.items():
         spec = DeploymentSpec.model_validate({"model": "builtin:smollm2-135m-instruct", **update})
@@ -84,6 +91,15 @@ def test_a_change_to_any_replace_field_changes_the_config_hash_and_no_other_fiel
     for path, update in same.items():
         spec = DeploymentSpec.model_validate({"model": "builtin:smollm2-135m-instruct", **update})
         assert config_hash(replica_config(spec)) == h, path
+
+
+def test_a_change_to_the_image_or_docker_settings_replaces_containers():
+    from enova.plan.desired import config_hash, replica_config
+    base = {"model": "org/m", "runtime": "docker", "resources": {"gpus": 1}}
+    h = config_hash(replica_config(DeploymentSpec.model_validate(base)))
+    for update in ({"image": "vllm/vllm-openai:v0.12.0"}, {"docker": {"shm_size": "8g"}},
+                   {"docker": {"volumes": ["/data:/data:ro"]}}, {"docker": {"host": "ssh://gpu-1"}}):
+        assert config_hash(replica_config(DeploymentSpec.model_validate({**base, **update}))) != h, update
 
 
 def test_scaling_is_updated_in_place_and_never_changes_the_config_hash():

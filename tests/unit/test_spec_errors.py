@@ -21,8 +21,8 @@ TABLE = {
         "yaml_syntax.yaml:7: invalid YAML: mapping values are not allowed here",
     ],
     "unknown_key.yaml": [
-        "unknown_key.yaml:7 spec.replicaz: unknown field; expected one of: engine, model, replicas, resources,"
-        " runtime, scaling, serving, slo; did you mean 'replicas'?",
+        "unknown_key.yaml:7 spec.replicaz: unknown field; expected one of: docker, engine, image, model, replicas,"
+        " resources, runtime, scaling, serving, slo; did you mean 'replicas'?",
     ],
     "wrong_type.yaml": [
         "wrong_type.yaml:7 spec.replicas: must be an integer (got 'two')",
@@ -81,7 +81,13 @@ TABLE = {
         " starting and ending with a letter or digit (got 'SmolLM2')",
         "bad_version_and_runtime.yaml:6 spec.model: must be builtin:<name>, a Hugging Face id (org/name)"
         " or a local folder (./path, /path or ~/path) (got 'smollm2')",
-        "bad_version_and_runtime.yaml:7 spec.runtime: the docker runtime is not available yet; use 'local' (got 'docker')",
+        "bad_version_and_runtime.yaml:7 spec.runtime: must be one of: local, docker (got 'kubernetes')",
+    ],
+    "docker_without_image.yaml": [
+        "docker_without_image.yaml:5 spec.image: required for a CPU deployment with runtime docker (the default"
+        " vllm/vllm-openai:v0.11.0 is vLLM's CUDA build)",
+        "docker_without_image.yaml:17 spec.image: only used with runtime docker (got 'vllm/vllm-openai:v0.11.0')",
+        "docker_without_image.yaml:27 spec.docker.shm_size: string should match pattern '^[0-9]+[bkmg]?$' (got 'lots')",
     ],
     "unquoted_boolean_name.yaml": [
         "unquoted_boolean_name.yaml:3 metadata.name: must be a string (got False); YAML reads"
