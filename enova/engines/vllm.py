@@ -115,10 +115,12 @@ def omp_bind(cpus: list[int], ranks: int) -> str:
 
 def render_launch(*, deployment: str, replica_id: str, config: dict[str, Any], config_hash: str,
                   model_path: str, offline: bool, host: str, port: int,
-                  cpus: list[int], gpus: list[str], python: str | None = None) -> Launch:
+                  cpus: list[int], gpus: list[str], python: str | None = None,
+                  container: bool = False) -> Launch:
     """The argv and env for one replica. Pure. Raises PermanentError when the config's resources
     are impossible (see launch_problems), ValueError when the cores or GPUs assigned do not match
-    what the config asks for (a bug in allocation)."""
+    what the config asks for (a bug in allocation). `container`: for a container, which pins its
+    cores by cpuset (no trampoline) and gets its GPUs as device requests (no CUDA_VISIBLE_DEVICES)."""
     problems = launch_problems(config)
     if problems:
         raise PermanentError(f"{deployment}: " + "; ".join(problems))
@@ -131,7 +133,7 @@ def render_launch(*, deployment: str, replica_id: str, config: dict[str, Any], c
     if device == "gpu" and len(gpus) != config["resources"]["gpus"]:
         raise PermanentError(f"{deployment}: {config['resources']['gpus']} GPU(s) requested, {len(gpus)} assigned")
     pin: list[str] = []
-    if device == "cpu":
+    if device == "cpu" and not container:
         pin = [python, "-m", "enova.engines.pin", "--cpus", ",".join(str(c) for c in cpus), "--"]
     argv = render_yaml(
         "vllm/argv.yaml.j2",
@@ -141,7 +143,7 @@ def render_launch(*, deployment: str, replica_id: str, config: dict[str, Any], c
     )
     env = render_yaml(
         "vllm/env.yaml.j2",
-        device=device, offline=offline, gpus=gpus,
+        device=device, offline=offline, gpus=gpus, gpus_by_env=not container,
         omp_bind=omp_bind(cpus, ranks) if device == "cpu" else "",
         deployment=deployment, replica_id=replica_id, config_hash=config_hash,
     )
