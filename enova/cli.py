@@ -91,16 +91,18 @@ def _load(path: Path):
     return specs
 
 
-def _runtime(store):
-    from enova.runtime.local import LocalRuntime
-    return LocalRuntime(store, progress=_progress)
+def _runtime(store, specs=None):
+    """Every runtime behind one (enova.runtime.select); `specs` names the Docker engines to look
+    for enova's containers on."""
+    from enova.runtime.select import Runtimes, spec_docker_hosts
+    return Runtimes(store, progress=_progress, docker_hosts=lambda: spec_docker_hosts(specs))
 
 
-def _observe():
+def _observe(specs=None):
     from enova.observe.state import StateStore
     from enova.runtime.world import observe
     store = StateStore(_state.settings.state_dir)
-    runtime = _runtime(store)
+    runtime = _runtime(store, specs)
     return store, runtime, observe(store, runtime, now=time.time())
 
 
@@ -159,7 +161,7 @@ def diff(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.te
     """Show the plan. Exit 0 = in sync, 1 = changes pending, 2 = error."""
     try:
         spec_set = _load(specs)
-        _, _, world = _observe()
+        _, _, world = _observe(spec_set)
         plan = _plan(spec_set, world, prune)
     except EnovaError as exc:
         raise _fail(exc, 2)
@@ -191,7 +193,7 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
     try:
         spec_set = _load(specs)
         with StateLock(_state.settings.state_dir, "enova apply"):
-            store, runtime, world = _observe()
+            store, runtime, world = _observe(spec_set)
             _rotate_logs(store)
             plan = _plan(spec_set, world, prune)
             sys.stdout.write(_render(plan, output))
@@ -200,7 +202,7 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
                 _report_blocked(plan)
                 return
             applier = Applier(store=store, settings=_state.settings, runtime=runtime, progress=_progress,
-                              stop=stop)
+                              stop=stop, revision=_revision(specs))
             began = time.monotonic()
             applier.preflight(plan)
             result = applier.apply(plan)
@@ -214,6 +216,16 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
             _err(f"error: {outcome.deployment}: {outcome.message}")
         raise typer.Exit(1)
     _report_blocked(plan)
+
+
+def _revision(specs: Path) -> str:
+    """The specs' git revision ("abc1234", "+dirty" when edited), which replicas are labelled with."""
+    from enova.reconcile.gitsource import git_info
+    try:
+        info = git_info(specs)
+    except EnovaError:
+        return ""
+    return info.short() if info else ""
 
 
 def _report_blocked(plan) -> None:
@@ -682,7 +694,7 @@ def status(specs: Annotated[Optional[Path], typer.Argument(
                     raise
                 spec_error = str(exc)  # the reconciler reports the spec error itself (shown below)
         store = StateStore(_state.settings.state_dir)
-        view = build_status(store, _runtime(store), spec_set, reconciler=controller, spec_error=spec_error,
+        view = build_status(store, _runtime(store, spec_set), spec_set, reconciler=controller, spec_error=spec_error,
                             facts=_facts(spec_set) if spec_set is not None else None)
     except EnovaError as exc:
         raise _fail(exc)

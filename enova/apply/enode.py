@@ -27,7 +27,7 @@ from enova.settings import Settings
 from enova.spec.loader import Located, SpecSet
 from enova.spec.models import Deployment, Gateway, classify_model
 
-from enova.runtime.local import LocalRuntime
+from enova.runtime.select import Runtimes, spec_docker_hosts
 from enova.runtime.world import observe
 
 from .executor import Applier
@@ -120,7 +120,7 @@ def run_enode(specs: SpecSet, settings: Settings, stop: Event, progress: Progres
     store = StateStore(settings.state_dir / "enode" / str(port))
     from enova.observe.lock import StateLock
     with StateLock(store.root, "enova enode run"):
-        runtime = LocalRuntime(store, progress=progress)
+        runtime = Runtimes(store, progress=progress, docker_hosts=lambda: spec_docker_hosts(specs))
         applier = Applier(store=store, settings=settings, runtime=runtime, progress=progress, stop=stop)
         try:
             world = observe(store, runtime, now=time.time())

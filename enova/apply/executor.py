@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from threading import Event
 
+from enova.engines.container import container_launch
 from enova.engines.vllm import device_for, engine_problem, launch_problems, render_launch
 from enova.errors import EnovaError, PermanentError
 from enova.modelstore import ResolvedModel, resolve_model
@@ -31,7 +32,7 @@ from enova.observe.ports import port_is_free
 from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore
 from enova.plan.model import GATEWAY, Action, Change, DesiredDeployment, Plan
 from enova.runtime.base import Endpoint, ReplicaStartError, Runtime, StartInterrupted, StartRequest
-from enova.runtime.local import LocalRuntime
+from enova.runtime.select import Runtimes
 from enova.settings import Settings
 
 from .gateway import Drainer, GatewayConverger, stop_gateway
@@ -101,7 +102,7 @@ class Applier:
                  gateway: GatewayConverger | None = None,
                  host: str = "127.0.0.1", stop: Event | None = None,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], bool] | None = None):
+                 sleep: Callable[[float], bool] | None = None, revision: str = ""):
         self.store = store
         self.settings = settings
         self.progress = progress
@@ -115,10 +116,11 @@ class Applier:
         self.stop_event = stop
         self.clock = clock
         self.sleep = sleep or self._default_sleep
-        self.runtime = runtime or LocalRuntime(store, clock=clock, progress=progress)
+        self.runtime = runtime or Runtimes(store, clock=clock, progress=progress)
         self.gateway = gateway or GatewayConverger(store, progress=progress, clock=clock)
         self.drainer = Drainer(store, progress)
         self.models: dict[str, ResolvedModel] = {}
+        self.revision = revision  # the spec revision (git commit) replicas are labelled with
 
     def _default_sleep(self, seconds: float) -> bool:
         """Sleep; True when enova is asked to stop."""
@@ -139,10 +141,13 @@ class Applier:
         a model hub that cannot be reached is a TemporaryError."""
         problems: list[str] = []
         starting = [c for c in plan.deployment_changes if c.start > 0 or c.roll]
-        for device in sorted({device_for(plan.desired[c.deployment].config) for c in starting}):
-            problem = self.engine_check(device)
+        local = [c for c in starting if plan.desired[c.deployment].config.get("runtime", "local") == "local"]
+        for device in sorted({device_for(plan.desired[c.deployment].config) for c in local}):
+            problem = self.engine_check(device)  # a container brings its own engine build
             if problem:
                 problems.append(problem)
+        for c in starting:
+            problems += [f"{c.deployment}: {p}" for p in self.runtime.check(plan.desired[c.deployment].config)]
         for c in starting:
             problems += [f"{c.deployment}: {p}" for p in launch_problems(plan.desired[c.deployment].config)]
         cpu_demand = 0
@@ -365,21 +370,42 @@ class Applier:
                 if surge and len([g for g in host if g not in in_use]) < needed:
                     return None
                 gpus = choose_gpus(host, in_use, needed)
-            taken = {r.port for r in self.store.all_replicas()}
-            port = choose_port(self.settings.port_range, taken, lambda p: self.port_free(self.host, p))
             model = self.models.get(want.name)
             if model is None:
                 raise PermanentError(f"{want.name}: model was not resolved before starting")
-            launch = render_launch(
-                deployment=want.name, replica_id=replica_id, config=want.config,
-                config_hash=want.config_hash, model_path=model.path, offline=model.kind != "hub",
-                host=self.host, port=port, cpus=cpus, gpus=gpus)
+            host, port_free = self._endpoint_host(want.config)
+            taken = {r.port for r in self.store.all_replicas()}
+            port = choose_port(self.settings.port_range, taken, port_free)
+            if want.config.get("runtime", "local") == "docker":
+                launch = container_launch(
+                    deployment=want.name, replica_id=replica_id, config=want.config, config_hash=want.config_hash,
+                    model_kind=model.kind, model_path=model.path, cpus=cpus, gpus=gpus)
+            else:
+                launch = render_launch(
+                    deployment=want.name, replica_id=replica_id, config=want.config,
+                    config_hash=want.config_hash, model_path=model.path, offline=model.kind != "hub",
+                    host=host, port=port, cpus=cpus, gpus=gpus)
             where = f"cpus {','.join(map(str, cpus))}" if cpus else f"gpus {','.join(gpus)}"
-            self.progress(f"{want.name}: starting replica {replica_id} on {self.host}:{port} ({where})")
+            self.progress(f"{want.name}: starting replica {replica_id} on {host}:{port} ({where})")
             return self.runtime.start(StartRequest(
-                deployment=want.name, replica_id=replica_id, launch=launch, endpoint=Endpoint(self.host, port),
+                deployment=want.name, replica_id=replica_id, launch=launch, endpoint=Endpoint(host, port),
                 config=want.config, config_hash=want.config_hash, model_path=model.path,
-                start_timeout=want.start_timeout, cpus=cpus, gpus=gpus))
+                start_timeout=want.start_timeout, cpus=cpus, gpus=gpus, model_kind=model.kind,
+                revision=self.revision, serving=dict(want.serving), settings=dict(want.settings)))
+
+    def _endpoint_host(self, config: dict) -> tuple[str, Callable[[int], bool]]:
+        """Where the replica's port is reached, and how to tell that a port there is free: this
+        host's bind address for processes and local containers; a remote Docker engine's host
+        name, whose ports cannot be checked from here (the engine refuses a taken one)."""
+        if config.get("runtime", "local") != "docker":
+            return self.host, lambda p: self.port_free(self.host, p)
+        from enova.runtime.docker import default_host, endpoint_host, is_local
+        docker = config.get("docker") or {}
+        engine = docker.get("host") or default_host()
+        host = endpoint_host(engine, docker.get("bind") or "127.0.0.1")
+        if is_local(engine):
+            return host, lambda p: self.port_free(host, p)
+        return host, lambda p: True
 
     # ---- delete by name ------------------------------------------------------------------
     def delete(self, name: str) -> int:

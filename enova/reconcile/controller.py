@@ -38,7 +38,7 @@ from enova.plan.auto import PlanFacts
 from enova.plan.diff import compute_plan
 from enova.plan.model import GATEWAY, Action, ObservedReplica, Plan, ReplicaState
 from enova.runtime.base import ReplicaStartError, Runtime, StartInterrupted
-from enova.runtime.local import LocalRuntime
+from enova.runtime.select import Runtimes, spec_docker_hosts
 from enova.runtime.world import observe
 from enova.settings import Settings
 from enova.spec.loader import SpecSet, load_specs
@@ -117,7 +117,8 @@ class Reconciler:
         self.crashloop_window = crashloop_window
         self.store = StateStore(settings.state_dir)
         self.scalers = ScalerStore(settings.state_dir)   # the autoscaler's persisted targets
-        self.runtime = runtime or LocalRuntime(self.store, clock=clock, progress=progress)
+        self.runtime = runtime or Runtimes(self.store, clock=clock, progress=progress,
+                                           docker_hosts=lambda: spec_docker_hosts(self.specs))
         self.applier_options = dict(applier_options or {})  # extra Applier arguments (tests: fakes)
         # checks beyond the spec schema, e.g. engine args against vLLM's own parser (raise SpecError)
         self.validate = validate or self._validate_engine_args
@@ -469,7 +470,7 @@ class Reconciler:
 
     def _applier(self) -> Applier:
         return Applier(store=self.store, settings=self.settings, runtime=self.runtime, progress=self.progress,
-                       stop=self.stop, clock=self.clock, **self.applier_options)
+                       stop=self.stop, clock=self.clock, revision=self._revision(), **self.applier_options)
 
     def _plan_for(self, name: str, specs: SpecSet, desired: dict) -> Plan:
         """The plan for one subject, from the desired state of the whole spec set (computed once

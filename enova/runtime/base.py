@@ -7,12 +7,15 @@ container id for Docker). Everything above the runtime sees only the record's id
 endpoint (host, port), config hash and state. Records live in the state directory whichever
 runtime runs the replica, so the planner, the gateway and status read one format.
 
-Implementations: enova.runtime.local (processes), enova.runtime.memory (tests). Called by
-enova.runtime.world (observation), enova.apply (start/stop/readiness) and the CLI.
+Implementations: enova.runtime.local (processes), enova.runtime.docker (containers),
+enova.runtime.memory (tests); enova.runtime.select routes each replica to its runtime by the
+spec's `runtime` (records name theirs). Called by enova.runtime.world (observation, adoption),
+enova.apply (preflight, start/stop/readiness) and the CLI.
 
-How other runtimes fit: a Docker runtime's handle is the container id; liveness is the
-container's state, labels carry the deployment, replica id and config hash, and the endpoint is
-the published host port. A Kubernetes runtime can map a replica to a Pod the same way (enova
+The Docker runtime's handle is the container id and its engine's URL; liveness is the
+container's state; labels carry the deployment, replica id, config hash and revision, and the
+record itself, so `discover` finds containers with no record and observation adopts them; the
+endpoint is the published host port. A Kubernetes runtime can map a replica to a Pod the same way (enova
 keeps the rollout order); a runtime that rolls out by itself (a Deployment object) would take a
 whole Change at once, an optional capability apply can check for before it falls back to the
 replica-by-replica path here.
@@ -20,7 +23,7 @@ replica-by-replica path here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +66,22 @@ class StartRequest:
     start_timeout: float
     cpus: list[int] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)
+    model_kind: str = "local"     # builtin | local | hub: how a container mounts the model
+    revision: str = ""            # the spec revision (git commit) it was started from, for labels
+    # the deployment record's in-place fields, so a runtime that labels what it starts can
+    # rebuild the record when a fresh enova adopts it
+    serving: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """A replica the runtime runs that the state directory has no record of (a container a
+    fresh enova finds by its labels): its record, and the deployment record's in-place fields."""
+
+    record: ReplicaRecord
+    serving: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,3 +119,16 @@ class Runtime(Protocol):
 
     def describe(self, record: ReplicaRecord) -> str:
         """A short human name for the handle ("pid 1234", "container 3f2a1b")."""
+
+    def logs(self, record: ReplicaRecord, tail: int = 100, follow: bool = False) -> Iterator[str]:
+        """The replica's output, line by line: the last `tail` lines, then (with `follow`) new
+        ones as they come until the replica stops or the caller stops iterating."""
+
+    def check(self, config: dict[str, Any]) -> list[str]:
+        """Why replicas of `config` cannot be started by this runtime, one sentence each (an
+        unreachable engine, a missing image with the command to get it); [] when they can.
+        Called by apply's preflight before anything is touched. Blocks briefly."""
+
+    def discover(self, known: set[str]) -> list[Discovered]:
+        """Replicas this runtime runs and owns (by its labels) whose ids are not in `known`, so
+        observation can adopt them. Never returns anything enova did not start. Never raises."""

@@ -13,7 +13,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from threading import Lock
 
 import psutil
@@ -22,8 +23,8 @@ from enova.observe.health import probe_many
 from enova.observe.processes import check_process, process_start_time
 from enova.observe.state import ReplicaRecord, StateStore
 
-from .base import Liveness, ReplicaStartError, StartRequest
-from .procs import child_environment, log_tail
+from .base import Discovered, Liveness, ReplicaStartError, StartRequest
+from .procs import child_environment, follow_file, log_tail
 
 Progress = Callable[[str], None]
 
@@ -129,6 +130,15 @@ class LocalRuntime:
 
     def describe(self, record: ReplicaRecord) -> str:
         return f"pid {_pid(record)[0]}"
+
+    def logs(self, record: ReplicaRecord, tail: int = 100, follow: bool = False) -> Iterator[str]:
+        return follow_file(record.log, tail, follow, lambda: self.liveness(record).alive)
+
+    def check(self, config: dict[str, Any]) -> list[str]:
+        return []  # the engine build is checked by apply (engine_problem) for local replicas
+
+    def discover(self, known: set[str]) -> list[Discovered]:
+        return []  # a process carries no label to be found by; its record is its only trace
 
     @staticmethod
     def _signal(pgid: int, sig: signal.Signals) -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from dataclasses import dataclass, field
 
 from enova.observe.state import ReplicaRecord, StateStore
 
-from .base import Liveness, ReplicaStartError, StartRequest
+from .base import Discovered, Liveness, ReplicaStartError, StartRequest
 
 
 @dataclass
@@ -52,6 +53,8 @@ class MemoryRuntime:
         self.behaviours: dict[str, Behaviour] = {}
         self.instances: dict[str, Instance] = {}
         self.calls: list[tuple[str, str]] = []   # ("start" | "stop" | "forget", replica id)
+        self.unrecorded: dict[str, Discovered] = {}  # running, owned, but with no record (see plant)
+        self.problems: dict[str, list[str]] = {}     # check() answers, by config["runtime"]
         self._lock = threading.Lock()
         self._next = 0
 
@@ -77,6 +80,16 @@ class MemoryRuntime:
                                                  behaviour or self.behaviours.get(record.deployment, Behaviour()))
         self.store.write_replica(record)
         return record
+
+    def plant(self, record: ReplicaRecord, serving: dict | None = None, settings: dict | None = None) -> None:
+        """A replica that runs and is enova's but has no record (as a labelled container a fresh
+        state directory knows nothing of): discover() reports it."""
+        with self._lock:
+            self._next += 1
+            record.runtime, record.handle = self.name, {"instance": self._next}
+            self.instances[record.id] = Instance(record.id, record.deployment, record.started_at,
+                                                 self.behaviours.get(record.deployment, Behaviour()))
+            self.unrecorded[record.id] = Discovered(record, dict(serving or {}), dict(settings or {}))
 
     def running(self, deployment: str | None = None) -> list[str]:
         with self._lock:
@@ -148,3 +161,17 @@ class MemoryRuntime:
 
     def describe(self, record: ReplicaRecord) -> str:
         return f"instance {record.handle.get('instance', '?')}"
+
+    def logs(self, record: ReplicaRecord, tail: int = 100, follow: bool = False) -> Iterator[str]:
+        with self._lock:
+            inst = self.instances.get(record.id)
+            lines = list(inst.log[-tail:]) if inst else []
+        return iter(lines)
+
+    def check(self, config: dict[str, Any]) -> list[str]:
+        return list(self.problems.get(config.get("runtime", "local"), []))
+
+    def discover(self, known: set[str]) -> list[Discovered]:
+        with self._lock:
+            return [d for rid, d in sorted(self.unrecorded.items())
+                    if rid not in known and self.instances.get(rid) and self.instances[rid].alive]

@@ -4,7 +4,9 @@ inherit and the tail of their log. Called by runtime.local and apply.gateway."""
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # systemd's notify variables belong to the controller; a replica or gateway must not inherit them.
@@ -23,3 +25,30 @@ def log_tail(path: str | Path, lines: int = 25) -> str:
             return "".join(deque(fh, maxlen=lines)).rstrip()
     except OSError:
         return "(no log)"
+
+
+def follow_file(path: str | Path, tail: int, follow: bool, alive: Callable[[], bool],
+                poll: float = 0.5) -> Iterator[str]:
+    """The last `tail` lines of a log file, then (with `follow`) lines as they are appended,
+    until `alive()` turns false. Copy-and-truncate rotation (enova.observe.logs) is followed by
+    reading again from the start of the truncated file."""
+    try:
+        fh = open(path, errors="replace")
+    except OSError:
+        return
+    with fh:
+        for line in deque(fh, maxlen=tail):
+            yield line.rstrip("\n")
+        while follow:
+            line = fh.readline()
+            if line:
+                yield line.rstrip("\n")
+                continue
+            if not alive():
+                return
+            try:
+                if os.path.getsize(path) < fh.tell():  # truncated by rotation
+                    fh.seek(0)
+            except OSError:
+                return
+            time.sleep(poll)

@@ -5,7 +5,9 @@ says `starting` (an apply or reconciler was interrupted, or is still waiting on 
 from the world on every observation: healthy -> READY (apply then records it ready), past its
 start timeout and never healthy -> FAILED (replaced), otherwise STARTING (adopted and waited
 for). Starting replicas are always probed; the others only when `probe_health` is asked.
-Read-only. Called by the CLI (diff, apply), enode, the reconciler and enova.status.
+Read-only, except adoption: replicas a runtime owns by its labels but the state directory does
+not know are written back first (see adopt). Called by the CLI (diff, apply), enode, the
+reconciler and enova.status.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from enova.observe.processes import check_process
-from enova.observe.state import ReplicaRecord, StateStore
+from enova.observe.state import DeploymentRecord, ReplicaRecord, StateStore
 from enova.plan.model import ObservedDeployment, ObservedGateway, ObservedReplica, ReplicaState
 
 from .base import Runtime
@@ -63,6 +65,7 @@ def observe(store: StateStore, runtime: Runtime, *, now: float, probe_health: bo
             gateway: bool = True) -> World:
     """Every deployment with records in the state directory (or those in `names`), its replicas
     judged, and the gateway's record. Blocks for the probes."""
+    adopt(store, runtime, now, names)
     wanted = store.deployment_names() if names is None else [n for n in names if store.has_deployment(n)]
     records = {name: store.replicas(name) for name in wanted}
     alive = {r.id: runtime.liveness(r) for rs in records.values() for r in rs}
@@ -82,6 +85,26 @@ def observe(store: StateStore, runtime: Runtime, *, now: float, probe_health: bo
             serving=dict(record.serving) if record is not None else None,
             settings=dict(record.settings) if record is not None else None)
     return World(deployments, details, observe_gateway(store) if gateway else None)
+
+
+def adopt(store: StateStore, runtime: Runtime, now: float, names: list[str] | None = None) -> list[str]:
+    """Write the records of replicas the runtime runs and owns but the state directory does not
+    know (labelled containers after the state directory was lost or moved), with their
+    deployment's record when it is missing too, so a fresh enova plans them as running and
+    takes no action. Returns the adopted ids. Idempotent."""
+    known = {r.id for r in store.all_replicas()}
+    found = [d for d in runtime.discover(known) if names is None or d.record.deployment in names]
+    for item in found:
+        store.write_replica(item.record)
+    for name in sorted({d.record.deployment for d in found}):
+        if store.read_deployment(name) is None:
+            mine = [d for d in found if d.record.deployment == name]
+            first = mine[0]
+            store.write_deployment(DeploymentRecord(
+                name=name, replicas=len(mine), config_hash=first.record.config_hash, config=first.record.config,
+                applied_at=now, source="adopted from the runtime's labels", serving=dict(first.serving),
+                settings=dict(first.settings)))
+    return [d.record.id for d in found]
 
 
 def observe_gateway(store: StateStore) -> ObservedGateway | None:
