@@ -156,6 +156,49 @@ def schema() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
+class RenderFormat(str, Enum):
+    compose = "compose"
+
+
+@app.command()
+def render(
+    specs: SpecsArg,
+    format: Annotated[RenderFormat, typer.Option(
+        "--format", help="compose: a Docker Compose file, one service per replica of each runtime docker deployment.")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write DIR/compose.yaml and print its path (default: print the file).")] = None,
+    gpus: Annotated[Optional[int], typer.Option(
+        "--gpus", min=0, help="Render for a host with N GPUs, device ids 0..N-1 (default: this host's GPUs "
+                              "by UUID, else as many as the deployments need).")] = None,
+) -> None:
+    """Render the specs for another tool: the containers `enova apply` would create, with
+    deterministic replica ids, ports, cores and GPUs. Exit 0 rendered, 2 error."""
+    from enova.apply.compose import render_compose
+    from enova.observe.gpus import gpu_inventory
+    from enova.reconcile.gitsource import git_info
+    try:
+        spec_set = _load(specs)
+        inventory = [g.uuid for g in gpu_inventory().gpus] if gpus is None else None
+        try:
+            info = git_info(specs)
+        except EnovaError:
+            info = None
+        text = render_compose(spec_set, cache_dir=_state.settings.cache_dir, inventory_gpu_ids=inventory, gpus=gpus,
+                              port_start=_state.settings.port_range[0], revision=info.short() if info else "",
+                              facts=_facts(spec_set))
+    except EnovaError as exc:
+        raise _fail(exc, 2)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compose.yaml").write_text(text)
+    except OSError as exc:
+        raise _fail(UsageError(f"cannot write {out / 'compose.yaml'}: {exc}"))
+    print(out / "compose.yaml")
+
+
 @app.command()
 def diff(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.text) -> None:
     """Show the plan. Exit 0 = in sync, 1 = changes pending, 2 = error."""
