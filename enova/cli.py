@@ -464,6 +464,54 @@ def events(
             stop.set()
 
 
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="The deployment.")],
+    replica: Annotated[Optional[str], typer.Option("--replica", "-r", help="One replica's id (default: every replica).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int, typer.Option("--tail", "-n", help="How many recent lines of each replica first.")] = 100,
+) -> None:
+    """A deployment's engine output, from whichever runtime runs it (a process's log file, a
+    container's logs). Several replicas are prefixed with their ids."""
+    import threading
+
+    from enova.observe.state import StateStore
+    store = StateStore(_state.settings.state_dir)
+    records = store.replicas(name)
+    if not records:
+        raise _fail(UsageError(f"no replicas of {name!r} (known: {', '.join(store.deployment_names()) or 'none'})"))
+    if replica is not None:
+        records = [r for r in records if r.id == replica]
+        if not records:
+            raise _fail(UsageError(f"{name} has no replica {replica!r}"))
+    if tail < 0:
+        raise _fail(UsageError(f"--tail: must be >= 0 (got {tail})"))
+    runtime = _runtime(store)
+    prefix = len(records) > 1
+    lock = threading.Lock()
+
+    def show(record) -> None:
+        for line in runtime.logs(record, tail=tail, follow=follow):
+            with lock:
+                print(f"{record.id} | {line}" if prefix else line, flush=True)
+
+    try:
+        if not follow or len(records) == 1:
+            for record in records:
+                show(record)
+            return
+        threads = [threading.Thread(target=show, args=(r,), daemon=True) for r in records]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    except EnovaError as exc:
+        raise _fail(exc)
+
+
 class _RunByDefault(TyperGroup):
     """`enova inject specs/ --profile x` and `enova inject --target ...` mean `enova inject run ...`;
     `report`, `compare` and `merge` are subcommands."""

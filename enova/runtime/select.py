@@ -34,6 +34,8 @@ class Runtimes:
         self.docker_hosts = docker_hosts   # the engines docker deployments in the specs name
         self.runtimes: dict[str, Runtime] = dict(runtimes or {})
         self.runtimes.setdefault("local", LocalRuntime(store, clock=clock, progress=progress))
+        for runtime in list(self.runtimes.values()):  # records name their runtime by its name
+            self.runtimes.setdefault(runtime.name, runtime)
 
     def get(self, name: str) -> Runtime:
         runtime = self.runtimes.get(name)
@@ -85,10 +87,13 @@ class Runtimes:
         """From every runtime in use; Docker is asked only when specs or records name it."""
         uses_docker = "docker" in self.runtimes or any(True for _ in self.docker_hosts()) or any(
             r.runtime == "docker" for r in self.store.all_replicas())
-        names = [n for n in self.runtimes if n != "docker"] + (["docker"] if uses_docker else [])
         found: list[Discovered] = []
-        for name in names:
-            found += self.get(name).discover(known)
+        seen: set[int] = set()
+        for name in [n for n in self.runtimes if n != "docker"] + (["docker"] if uses_docker else []):
+            runtime = self.get(name)
+            if id(runtime) not in seen:
+                seen.add(id(runtime))
+                found += runtime.discover(known)
         return found
 
 

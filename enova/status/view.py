@@ -69,6 +69,7 @@ def _replica_rows(world: World, name: str, now: float) -> list[dict[str, Any]]:
         else:
             health = "unhealthy"
         rows.append({"id": r.id, "runtime": r.runtime, "where": o.where, "pid": r.handle.get("pid"),
+                     "container": r.handle.get("container"),
                      "port": r.port, "host": r.host, "state": o.state.value, "health": health,
                      "detail": o.detail, "uptime_seconds": round(now - r.started_at, 1),
                      "config_hash": r.config_hash, "cpus": r.cpus, "gpus": r.gpus, "log": r.log})
