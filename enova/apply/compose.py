@@ -45,6 +45,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from jsonschema.exceptions import best_match
 
 from enova.engines.container import container_launch, container_spec
 from enova.engines.templates import render
@@ -247,7 +248,8 @@ def validate_compose(text: str) -> None:
     validator = jsonschema.Draft7Validator(compose_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        problems = "; ".join(f"{_where(e)}: {e.message}" for e in errors)
+        # best_match: for a oneOf, the alternative that came closest (the object form of a port)
+        problems = "; ".join(f"{_where(best)}: {best.message}" for best in (best_match([e]) for e in errors))
         raise ComposeBug(f"enova bug: the rendered compose file breaks the Compose Specification: {problems}")
 
 
