@@ -130,7 +130,12 @@ class Applier:
         return False
 
     # ---- checks before anything starts -------------------------------------------------
-    def inventory(self) -> GpuInventory:
+    def inventory(self, config: dict | None = None) -> GpuInventory:
+        """The GPUs replicas of `config` get: those of the engine that runs them when its runtime
+        knows them (a remote Docker engine), else this host's (NVML). Read once per apply."""
+        remote = self.runtime.inventory(config) if config is not None else None
+        if remote is not None:
+            return remote
         if self._inventory is None:
             self._inventory = self._inventory_fn()
         return self._inventory
@@ -163,9 +168,10 @@ class Applier:
                 f"engine) but this host has {len(self.host_cpus())}")
         for c in starting:
             gpus = plan.desired[c.deployment].config["resources"]["gpus"]
-            if gpus and not self.inventory().available:
+            inventory = self.inventory(plan.desired[c.deployment].config)
+            if gpus and not inventory.available:
                 problems.append(f"{c.deployment}: resources.gpus is {gpus} but this host has "
-                                f"{self.inventory().describe()}")
+                                f"{inventory.describe()}")
         if plan.gateway_change is not None:
             problems += [f"gateway: {p}" for p in self.gateway.check(plan.gateway_change, plan.gateway)]
         if problems:
@@ -366,7 +372,7 @@ class Applier:
             else:
                 needed = want.config["resources"]["gpus"]
                 in_use = {g: r.id for r in live for g in r.gpus}
-                host = [g.uuid for g in self.inventory().gpus]
+                host = [g.uuid for g in self.inventory(want.config).gpus]
                 if surge and len([g for g in host if g not in in_use]) < needed:
                     return None
                 gpus = choose_gpus(host, in_use, needed)

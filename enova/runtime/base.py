@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from enova.engines.vllm import Launch
+from enova.observe.gpus import GpuInventory
 from enova.errors import TemporaryError
 from enova.observe.state import ReplicaRecord
 
@@ -128,6 +129,10 @@ class Runtime(Protocol):
         """Why replicas of `config` cannot be started by this runtime, one sentence each (an
         unreachable engine, a missing image with the command to get it); [] when they can.
         Called by apply's preflight before anything is touched. Blocks briefly."""
+
+    def inventory(self, config: dict[str, Any]) -> "GpuInventory | None":
+        """The GPUs of the machine that runs replicas of `config` when that is not this host (a
+        remote Docker engine); None: this host's NVML inventory applies. Blocks briefly."""
 
     def discover(self, known: set[str]) -> list[Discovered]:
         """Replicas this runtime runs and owns (by its labels) whose ids are not in `known`, so

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from enova.engines import container as spec_of
 from enova.engines.container import ContainerSpec
 from enova.errors import PermanentError, TemporaryError
+from enova.observe.gpus import Gpu, GpuInventory
 from enova.observe.health import probe_many
 from enova.observe.state import ReplicaRecord, StateStore
 
@@ -103,6 +104,7 @@ class DockerRuntime:
         self.progress = progress
         self.hosts = hosts          # engines to look for enova's containers on (besides the default)
         self._clients: dict[str, Any] = {}
+        self._inventories: dict[str, GpuInventory] = {}
 
     # ---- the engine --------------------------------------------------------------------------
     def client(self, host: str | None) -> Any:
@@ -306,6 +308,31 @@ class DockerRuntime:
     def describe(self, record: ReplicaRecord) -> str:
         return f"container {str((record.handle or {}).get('container', ''))[:12] or '?'}"
 
+    def inventory(self, config: dict[str, Any]) -> GpuInventory | None:
+        """A remote engine's GPUs, asked of NVIDIA's own tool in a throwaway container of the
+        deployment's image (the NVIDIA runtime mounts nvidia-smi into it), once per engine.
+        None for the local engine: this host's NVML applies."""
+        from docker.errors import DockerException
+
+        docker_cfg = config.get("docker") or {}
+        host = docker_cfg.get("host") or default_host()
+        if is_local(host) or config["resources"]["gpus"] < 1:
+            return None
+        if host in self._inventories:
+            return self._inventories[host]
+        from docker.types import DeviceRequest
+        image = config.get("image") or spec_of.DEFAULT_GPU_IMAGE
+        try:
+            out = self.client(host).containers.run(
+                image, entrypoint=["nvidia-smi"], remove=True, labels={spec_of.MANAGED_BY + "-probe": "gpus"},
+                command=["--query-gpu=index,uuid,name,memory.total,memory.used", "--format=csv,noheader,nounits"],
+                device_requests=[DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu"]])])
+            inventory = parse_nvidia_smi(out.decode(errors="replace"), f"nvidia-smi on {host}")
+        except (DockerException, TemporaryError) as exc:
+            inventory = GpuInventory(reason=f"the GPUs of {host} could not be listed: {_first_line(exc)}")
+        self._inventories[host] = inventory
+        return inventory
+
     def discover(self, known: set[str]) -> list[Discovered]:
         """enova's containers (by label) on the default engine and every engine the specs or
         records name, whose replica ids have no record. Unreachable engines are skipped."""
@@ -324,6 +351,21 @@ class DockerRuntime:
                 if item is not None and item.record.id not in known and item.record.id not in found:
                     found[item.record.id] = item
         return [found[k] for k in sorted(found)]
+
+
+def parse_nvidia_smi(text: str, driver: str) -> GpuInventory:
+    """`nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used --format=csv,noheader,nounits`."""
+    gpus = []
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 5:
+            continue
+        try:
+            gpus.append(Gpu(index=int(parts[0]), uuid=parts[1], name=parts[2],
+                            memory_total_mib=int(float(parts[3])), memory_used_mib=int(float(parts[4]))))
+        except ValueError:
+            continue
+    return GpuInventory(gpus=tuple(gpus), driver=driver, reason="" if gpus else f"{driver} listed no GPU")
 
 
 def _has_cdi(client: Any) -> bool:

@@ -137,6 +137,9 @@ class LocalRuntime:
     def check(self, config: dict[str, Any]) -> list[str]:
         return []  # the engine build is checked by apply (engine_problem) for local replicas
 
+    def inventory(self, config: dict[str, Any]) -> None:
+        return None  # processes run here: NVML's inventory
+
     def discover(self, known: set[str]) -> list[Discovered]:
         return []  # a process carries no label to be found by; its record is its only trace
 

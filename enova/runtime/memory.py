@@ -171,6 +171,9 @@ class MemoryRuntime:
     def check(self, config: dict[str, Any]) -> list[str]:
         return list(self.problems.get(config.get("runtime", "local"), []))
 
+    def inventory(self, config: dict[str, Any]) -> None:
+        return None
+
     def discover(self, known: set[str]) -> list[Discovered]:
         with self._lock:
             return [d for rid, d in sorted(self.unrecorded.items())

@@ -83,6 +83,9 @@ class Runtimes:
     def check(self, config: dict[str, Any]) -> list[str]:
         return self.get(config.get("runtime", "local")).check(config)
 
+    def inventory(self, config: dict[str, Any]) -> Any:
+        return self.get(config.get("runtime", "local")).inventory(config)
+
     def discover(self, known: set[str]) -> list[Discovered]:
         """From every runtime in use; Docker is asked only when specs or records name it."""
         uses_docker = "docker" in self.runtimes or any(True for _ in self.docker_hosts()) or any(
