@@ -94,7 +94,11 @@ def adopt(store: StateStore, runtime: Runtime, now: float, names: list[str] | No
     takes no action. Returns the adopted ids. Idempotent."""
     known = {r.id for r in store.all_replicas()}
     found = [d for d in runtime.discover(known) if names is None or d.record.deployment in names]
+    starting = [d.record for d in found if d.record.state == "starting"]
+    healthy = runtime.probe(starting) if starting else {}
     for item in found:
+        if healthy.get(item.record.id):  # it answers: recorded ready, as the apply that started it would have
+            item.record.state, item.record.ready_at = "ready", now
         store.write_replica(item.record)
     for name in sorted({d.record.deployment for d in found}):
         if store.read_deployment(name) is None:

@@ -107,11 +107,12 @@ def test_an_unrecorded_replica_the_runtime_owns_is_adopted_with_no_action(w):
     # a fresh state directory: the records are gone, the container still runs and is labelled
     w.store.remove_replica("smol", record.id)
     w.store.remove_deployment("smol")
-    record.state = "ready"
+    record.state = "starting"  # Docker's own health check had not yet run when the label was read
     docker.plant(record, serving=serving, settings=settings)
     world = observe(w.store, both, now=w.clock(), probe_health=True)
     assert [r.id for r in world.deployments["smol"].replicas] == [record.id]
     assert w.store.read_deployment("smol").serving == serving
+    assert [r.state for r in w.store.replicas("smol")] == ["ready"]  # it answered /health when adopted
     again = compute_plan(desired_state(load_specs(w.specs_dir)), world.deployments)
     [change] = again.deployment_changes
     assert change.action is Action.NOOP, change
