@@ -209,14 +209,25 @@ class DockerRuntime:
         text = _first_line(exc)
         where = f"{request.deployment}: container {spec.name} ({spec.image})"
         if "port is already allocated" in text or "address already in use" in text:
-            return ReplicaStartError(f"{where}: {spec.bind}:{spec.host_port} is taken by something enova did not "
-                                     f"start: {text}", delay=5.0)
+            holder = self._port_holder(request.config, spec.host_port)
+            return ReplicaStartError(f"{where}: {spec.bind}:{spec.host_port} is taken by {holder or 'a process'}, "
+                                     f"which enova did not start (conflict): {text}", delay=5.0)
         if "No such image" in text:
             return PermanentError(f"{where}: the image is missing: `docker pull {spec.image}`")
         if "could not select device driver" in text:
             return PermanentError(f"{where}: the engine cannot give it GPUs ({text}); install the NVIDIA "
                                   "Container Toolkit on the Docker host")
         return ReplicaStartError(f"{where} could not be started: {text}")
+
+    def _port_holder(self, config: dict[str, Any], port: int) -> str:
+        """"container NAME (id)" when a container publishes `port` on the deployment's engine."""
+        from docker.errors import DockerException
+        try:
+            client = self.client((config.get("docker") or {}).get("host") or None)
+            holders = client.containers.list(filters={"publish": str(port)})
+        except (DockerException, TemporaryError):
+            return ""
+        return ", ".join(f"container {c.name} ({c.short_id})" for c in holders)
 
     @staticmethod
     def _remove_quietly(container: Any) -> None:

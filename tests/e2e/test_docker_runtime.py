@@ -155,7 +155,8 @@ def test_containers_serve_replace_scale_restart_adopt_and_delete(world) -> None:
     bindings = first.attrs["HostConfig"]["PortBindings"]["8000/tcp"]
     assert bindings[0]["HostIp"] == "127.0.0.1"
     [replica] = cli.replicas(NAME, specs)
-    assert replica["where"].startswith("container ")
+    assert replica["where"].startswith("container ") and replica["container"] == first.id
+    assert "Application startup complete" in cli("logs", NAME, "--tail", "200", check=0).out
 
     # change an engine arg: one replace under load, no request failed, the old container is gone
     write_specs(specs, image=world["image"], host=world["host"], max_num_seqs=4)
