@@ -117,7 +117,10 @@ def _rotate_logs(store) -> None:
 
 
 def _facts(specs):
-    """What engine.args auto is planned against: this host's GPUs and memory, the models' geometry."""
+    """What engine.args auto is planned against: this host's GPUs and memory, the models' geometry
+    (None when no deployment asks for auto: nothing to observe)."""
+    if not any(located.doc.spec.engine.auto for located in specs.deployments.values()):
+        return None
     from enova.apply.facts import gather_facts
     return gather_facts(specs, cache_dir=_state.settings.cache_dir)
 

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from enova.errors import EnovaError
-from enova.recommend.gpus import from_nvml
-from enova.recommend.model import CpuTarget, GpuTarget, ModelGeometry, Recommendation, Refusal, Target
-from enova.recommend.sizing import recommend
+from enova.recommend.model import CpuTarget, ModelGeometry, Recommendation, Refusal, Target
 from enova.spec.models import AUTO_ARG, DeploymentSpec, classify_model
 
 KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"  # GiB; vLLM's CPU build lets it override --kv-cache-memory-bytes
@@ -81,6 +79,7 @@ class Resolved:
 
 
 def _target(spec: DeploymentSpec, host: HostFacts) -> Target:
+    from enova.recommend.gpus import from_nvml
     wanted = spec.resources.gpus
     if wanted >= 1:
         if len(host.gpus) < wanted:
@@ -101,6 +100,7 @@ def resolve_auto(spec: DeploymentSpec, base_dir: str, facts: Union[PlanFacts, No
     if not spec.engine.auto:
         given.pop(AUTO_ARG, None)
         return Resolved(args=given)
+    from enova.recommend.sizing import recommend  # imported only when a spec asks for auto
     fixed = {k: v for k, v in given.items() if k != AUTO_ARG}
     if facts is None:
         return Resolved(args=fixed, blocked="engine.args auto: the host's inventory was not observed")

@@ -87,9 +87,10 @@ class Runtimes:
         return self.get(config.get("runtime", "local")).inventory(config)
 
     def discover(self, known: set[str]) -> list[Discovered]:
-        """From every runtime in use; Docker is asked only when specs or records name it."""
-        uses_docker = "docker" in self.runtimes or any(True for _ in self.docker_hosts()) or any(
-            r.runtime == "docker" for r in self.store.all_replicas())
+        """From every runtime in use; Docker is asked only when the specs name it or a docker
+        record was already handled (a container without specs or records is not looked for)."""
+        # no store read here: observation calls this on every pass, over every record
+        uses_docker = "docker" in self.runtimes or any(True for _ in self.docker_hosts())
         found: list[Discovered] = []
         seen: set[int] = set()
         for name in [n for n in self.runtimes if n != "docker"] + (["docker"] if uses_docker else []):

@@ -65,9 +65,13 @@ def observe(store: StateStore, runtime: Runtime, *, now: float, probe_health: bo
             gateway: bool = True) -> World:
     """Every deployment with records in the state directory (or those in `names`), its replicas
     judged, and the gateway's record. Blocks for the probes."""
-    adopt(store, runtime, now, names)
-    wanted = store.deployment_names() if names is None else [n for n in names if store.has_deployment(n)]
-    records = {name: store.replicas(name) for name in wanted}
+    def read() -> tuple[list[str], dict[str, list[ReplicaRecord]]]:
+        wanted = store.deployment_names() if names is None else [n for n in names if store.has_deployment(n)]
+        return wanted, {name: store.replicas(name) for name in wanted}
+
+    wanted, records = read()
+    if adopt(store, runtime, now, names, known={r.id for rs in records.values() for r in rs}):
+        wanted, records = read()
     alive = {r.id: runtime.liveness(r) for rs in records.values() for r in rs}
     to_probe = [r for rs in records.values() for r in rs
                 if alive[r.id].alive and (probe_health or r.state == "starting")]
@@ -87,12 +91,15 @@ def observe(store: StateStore, runtime: Runtime, *, now: float, probe_health: bo
     return World(deployments, details, observe_gateway(store) if gateway else None)
 
 
-def adopt(store: StateStore, runtime: Runtime, now: float, names: list[str] | None = None) -> list[str]:
+def adopt(store: StateStore, runtime: Runtime, now: float, names: list[str] | None = None,
+          known: set[str] | None = None) -> list[str]:
     """Write the records of replicas the runtime runs and owns but the state directory does not
     know (labelled containers after the state directory was lost or moved), with their
     deployment's record when it is missing too, so a fresh enova plans them as running and
-    takes no action. Returns the adopted ids. Idempotent."""
-    known = {r.id for r in store.all_replicas()}
+    takes no action. `known`: the recorded ids of the deployments in `names` (read here when
+    not given). Returns the adopted ids. Idempotent."""
+    if known is None:
+        known = {r.id for r in store.all_replicas()}
     found = [d for d in runtime.discover(known) if names is None or d.record.deployment in names]
     starting = [d.record for d in found if d.record.state == "starting"]
     healthy = runtime.probe(starting) if starting else {}
