@@ -178,16 +178,11 @@ def render(
     deterministic replica ids, ports, cores and GPUs. Exit 0 rendered, 2 error."""
     from enova.apply.compose import render_compose
     from enova.observe.gpus import gpu_inventory
-    from enova.reconcile.gitsource import git_info
     try:
         spec_set = _load(specs)
         inventory = [g.uuid for g in gpu_inventory().gpus] if gpus is None else None
-        try:
-            info = git_info(specs)
-        except EnovaError:
-            info = None
         text = render_compose(spec_set, cache_dir=_state.settings.cache_dir, inventory_gpu_ids=inventory, gpus=gpus,
-                              port_start=_state.settings.port_range[0], revision=info.short() if info else "",
+                              port_start=_state.settings.port_range[0], revision=_revision(specs),
                               facts=_facts(spec_set))
     except EnovaError as exc:
         raise _fail(exc, 2)
