@@ -25,7 +25,7 @@ import pydantic
 from pydantic import TypeAdapter, ValidationError
 
 from enova.errors import SpecError, SpecIssue
-from enova.spec.models import DOCUMENT_KINDS, SLO, Deployment, Document, Gateway, LoadProfile
+from enova.spec.models import DOCUMENT_KINDS, SLO, Deployment, Document, Gateway, LoadProfile, Monitoring
 from enova.spec.yamlpos import KeyPath, YamlDocument, parse_documents
 
 T = TypeVar("T")
@@ -66,6 +66,7 @@ class SpecSet:
     slos: dict[str, Located[SLO]]
     load_profiles: dict[str, Located[LoadProfile]]
     gateway: Union[Located[Gateway], None] = None
+    monitoring: Union[Located[Monitoring], None] = None
 
     @property
     def default_deployment(self) -> Union[str, None]:
@@ -105,6 +106,7 @@ def load_specs(path: Union[Path, str], *, present_as: Union[Path, str, None] = N
         slos=dict(sorted(by_kind["SLO"].items())),
         load_profiles=dict(sorted(by_kind["LoadProfile"].items())),
         gateway=next(iter(by_kind["Gateway"].values()), None),
+        monitoring=next(iter(by_kind["Monitoring"].values()), None),
     )
 
 
@@ -158,6 +160,9 @@ _REFERENCES = (
     ("LoadProfile", ("spec", "slo"), "SLO"),
 )
 
+# Kinds of which a spec set holds at most one document.
+_SINGLETONS = ("Gateway", "Monitoring")
+
 
 class _Reader:
     """Collects documents and issues over all files of one `load_specs` call."""
@@ -207,12 +212,13 @@ class _Reader:
         self._check_singletons()
 
     def _check_singletons(self) -> None:
-        """At most one Gateway document, and at most one deployment with serving.default."""
-        gateways = [e for e in self.declared if e.kind == "Gateway"]
-        for extra in gateways[1:]:
-            line = extra.yaml.position(("kind",)).key_line
-            self.issues.append(SpecIssue(_shown(extra.file), line, "kind",
-                                         f"only one Gateway document is allowed; first at {gateways[0].name_place}"))
+        """At most one Gateway and one Monitoring document, and at most one deployment with serving.default."""
+        for kind in _SINGLETONS:
+            documents = [e for e in self.declared if e.kind == kind]
+            for extra in documents[1:]:
+                line = extra.yaml.position(("kind",)).key_line
+                self.issues.append(SpecIssue(_shown(extra.file), line, "kind",
+                                             f"only one {kind} document is allowed; first at {documents[0].name_place}"))
         defaults = [e for e in self.entries if e.kind == "Deployment" and e.model.spec.serving.default]
         for extra in defaults[1:]:
             line = extra.yaml.position(("spec", "serving", "default")).key_line

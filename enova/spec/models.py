@@ -1,8 +1,9 @@
 """The spec documents: what a user writes in YAML, as strict pydantic models.
 
-Three kinds of document, each with `apiVersion`, `kind`, `metadata` and `spec`:
-`Deployment` (a model served by engine replicas), `SLO` (latency and error objectives) and
-`LoadProfile` (synthetic load aimed at a Deployment). `Document` is their union, discriminated
+Five kinds of document, each with `apiVersion`, `kind`, `metadata` and `spec`:
+`Deployment` (a model served by engine replicas), `SLO` (latency and error objectives),
+`LoadProfile` (synthetic load aimed at a Deployment), `Gateway` (the data plane on :9199) and
+`Monitoring` (the Prometheus that scrapes them). `Document` is their union, discriminated
 on `kind`. `enova.spec.loader` validates YAML into these; the planner and the load injector read
 them. Checks that need more than one document (references, duplicate names) live in the loader.
 
@@ -889,8 +890,94 @@ class Gateway(StrictModel):
     spec: GatewaySpec = Field(GatewaySpec(), description="Where and how the gateway listens.")
 
 
-Document = Annotated[Union[Deployment, SLO, LoadProfile, Gateway], Field(discriminator="kind")]
+# ---------------------------------------------------------------------------------------------
+# Monitoring
+
+# Prometheus's own units, days and weeks included (a retention is counted in days).
+LONG_DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|w|d|h|m|s))+$"
+_LONG_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)")
+_LONG_UNIT_SECONDS = {**_UNIT_SECONDS, "d": 86400.0, "w": 604800.0}
+
+
+def parse_long_duration(value: Any) -> float:
+    """Seconds from a number of seconds or a string such as "15d", "2w", "12h", "1d12h".
+    Raises ValueError for anything else, and for durations that are not > 0."""
+    if isinstance(value, str) and re.fullmatch(LONG_DURATION_PATTERN, value):
+        value = sum(float(n) * _LONG_UNIT_SECONDS[u] for n, u in _LONG_DURATION_PART.findall(value))
+    elif not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError("must be a duration such as 15d, 2w, 12h or 90m, or a number of seconds")
+    return parse_duration(value)
+
+
+LongDuration = Annotated[
+    float,
+    BeforeValidator(parse_long_duration),
+    WithJsonSchema({"oneOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "pattern": LONG_DURATION_PATTERN}]}),
+]
+"""A duration in seconds that may be written in days or weeks ("15d", "2w")."""
+
+
+def _minimum_seconds(minimum: float, shown: str):
+    def check(seconds: float) -> float:
+        if seconds < minimum:
+            raise ValueError(f"must be at least {shown}")
+        return seconds
+    return AfterValidator(check)
+
+
+class PrometheusSpec(StrictModel):
+    """The Prometheus server enova runs (local mode: a process it owns, like the gateway)."""
+
+    binary: str = Field("prometheus", min_length=1, description="The Prometheus server to run: a name looked up on "
+                        "PATH or an absolute path (Debian's `apt-get install prometheus` gives /usr/bin/prometheus).")
+    host: str = Field("127.0.0.1", min_length=1, json_schema_extra={"pattern": _LOOPBACK_PATTERN},
+                      description="Address to bind. Loopback only: Prometheus has no authentication, and its API "
+                      "answers anyone who reaches it.")
+    port: int = Field(9090, ge=1, le=65535, description="Port to bind.")
+    scrape_interval: Annotated[Duration, _minimum_seconds(1.0, "1s")] = Field(
+        5.0, description="How often every target (the gateway, each replica) is scraped; rules are evaluated as "
+        "often. At least 1s.")
+    retention: Annotated[LongDuration, _minimum_seconds(3600.0, "1h")] = Field(
+        15 * 86400.0, description="How long stored samples are kept, such as 15d or 2w. At least 1h.")
+
+    @field_validator("binary")
+    @classmethod
+    def _name_or_absolute(cls, binary: str) -> str:
+        if "/" in binary and not binary.startswith(("/", "~")):
+            raise ValueError("must be a name looked up on PATH (prometheus) or an absolute path "
+                             "(/usr/bin/prometheus)")
+        return binary
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        if not is_loopback(host):
+            raise ValueError("must be a loopback address such as 127.0.0.1: Prometheus has no authentication, so "
+                             "anyone who reached it could read every metric and run any query")
+        return host
+
+
+class MonitoringSpec(StrictModel):
+    """How enova monitors what it serves: `enova mon start` runs this."""
+
+    mode: Literal["local", "compose"] = Field("local", description="local: a Prometheus process enova owns, "
+                                              "storage under the state directory. compose: the monitoring stack "
+                                              "as Docker Compose services (not available yet).")
+    prometheus: PrometheusSpec = Field(PrometheusSpec(), description="The Prometheus server.")
+
+
+class Monitoring(StrictModel):
+    """Monitoring: Prometheus scraping the gateway and every replica. At most one per spec set."""
+
+    apiVersion: Literal["enova/v1"] = Field(description="The spec format version: enova/v1.")
+    kind: Literal["Monitoring"] = Field(description="The kind of document.")
+    metadata: Metadata = Field(description="Name and labels.")
+    spec: MonitoringSpec = Field(MonitoringSpec(), description="How monitoring runs.")
+
+
+Document = Annotated[Union[Deployment, SLO, LoadProfile, Gateway, Monitoring], Field(discriminator="kind")]
 """Any spec document, chosen by its `kind`."""
 
 DOCUMENT_KINDS: dict[str, type[StrictModel]] = {
-    "Deployment": Deployment, "SLO": SLO, "LoadProfile": LoadProfile, "Gateway": Gateway}
+    "Deployment": Deployment, "SLO": SLO, "LoadProfile": LoadProfile, "Gateway": Gateway, "Monitoring": Monitoring}

@@ -19,12 +19,12 @@ SCHEMA_ID = "https://enova.dev/schema/v1.json"
 
 
 def json_schema() -> dict[str, Any]:
-    """A JSON Schema (draft 2020-12) that one document (Deployment, SLO or LoadProfile) must match."""
+    """A JSON Schema (draft 2020-12) that one document (any kind in DOCUMENT_KINDS) must match."""
     schema = TypeAdapter(Document).json_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "enova spec document (enova/v1)",
-        "description": "One enova document: a Deployment, an SLO or a LoadProfile, chosen by kind.",
+        "description": "One enova document: a Deployment, an SLO, a LoadProfile, a Gateway or a Monitoring, chosen by kind.",
         **schema,
     }

@@ -52,7 +52,7 @@ TABLE = {
         "unknown_builtin.yaml:6 spec.model: unknown builtin model; known: smollm2-135m-instruct (got 'builtin:smollm3')",
     ],
     "unknown_kind.yaml": [
-        "unknown_kind.yaml:2 kind: unknown kind; expected one of: Deployment, Gateway, LoadProfile, SLO (got 'Deploymnet');"
+        "unknown_kind.yaml:2 kind: unknown kind; expected one of: Deployment, Gateway, LoadProfile, Monitoring, SLO (got 'Deploymnet');"
         " did you mean 'Deployment'?",
     ],
     "missing_field.yaml": [
