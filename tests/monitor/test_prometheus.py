@@ -23,7 +23,7 @@ import psutil
 import pytest
 import yaml
 
-from enova.monitor.process import read_record
+from enova.monitor.process import read_record, reload_monitoring
 from enova.monitor.prometheus import (
     MonitoringConfig,
     MonitorPaths,
@@ -37,7 +37,7 @@ from enova.monitor.prometheus import (
 )
 from enova.monitor.targets import refresh_targets, write_targets
 from enova.observe.ports import port_is_free
-from enova.observe.state import ReplicaRecord, StateStore
+from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore
 from enova.spec import load_specs
 
 _SCRIPT = Path(sys.executable).with_name("enova")
@@ -319,6 +319,32 @@ def test_a_replica_added_or_removed_appears_or_disappears_without_restarting_pro
 
 
 @pytest.mark.slow
+def test_the_recorded_gateway_is_scraped_as_its_own_job(mon, metrics_server):
+    state, spec, url = mon
+    port = metrics_server()
+    StateStore(state).write_gateway(GatewayRecord(pid=1, create_time=0.0, config_hash="g", argv=[], log="",
+                                                  config={"host": "127.0.0.1", "port": port}))
+    done = enova(state, "start", str(spec))
+    assert done.returncode == 0 and f"enova-gateway: 127.0.0.1:{port}\n" in done.stdout, done.stdout + done.stderr
+    series = wait_for(lambda: api(url, "/api/v1/query", query='up{job="enova-gateway"} == 1')["result"], FOLLOW)
+    assert [s["metric"]["instance"] for s in series] == [f"127.0.0.1:{port}"]
+
+
+@pytest.mark.slow
+def test_rules_written_after_the_start_are_loaded_on_reload_without_a_restart(mon):
+    state, spec, url = mon
+    assert reload_monitoring(state) is False            # nothing runs yet
+    assert enova(state, "start", str(spec)).returncode == 0
+    pid = read_record(state).pid
+    (state / "monitoring" / "rules" / "replicas.yml").write_text(
+        "groups: [{name: enova-test, rules: [{record: 'enova:up:count', expr: 'count(up)'}]}]\n")
+    assert reload_monitoring(state) is True
+    groups = wait_for(lambda: api(url, "/api/v1/rules")["groups"], 10)
+    assert [g["name"] for g in groups] == ["enova-test"]
+    assert read_record(state).pid == pid
+
+
+@pytest.mark.slow
 def test_stored_series_survive_mon_stop_and_start(mon, metrics_server):
     state, spec, url = mon
     StateStore(state).write_replica(replica_record("fake-aaaaaa", metrics_server()))
@@ -405,6 +431,10 @@ def test_a_taken_port_is_named_with_the_process_that_holds_it(tmp_path):
 
 def test_a_rule_file_prometheus_would_reject_stops_the_start_before_anything_runs(tmp_path):
     state = tmp_path / "state"
+    store = StateStore(state)
+    store.write_replica(replica_record("fake-aaaaaa", 19300))
+    replica_file = store.replica_path("fake", "fake-aaaaaa")
+    before = replica_file.read_bytes()
     rules = state / "monitoring" / "rules"
     rules.mkdir(parents=True)
     (rules / "bad.yml").write_text('groups: [{name: g, rules: [{alert: A, expr: "up =="}]}]\n')
@@ -412,6 +442,7 @@ def test_a_rule_file_prometheus_would_reject_stops_the_start_before_anything_run
     assert done.returncode == 1
     assert "Prometheus would reject its configuration" in done.stderr and "parse error" in done.stderr
     assert read_record(state) is None and not (state / "monitoring" / "prometheus.yml").exists()
+    assert replica_file.read_bytes() == before        # serving records are never touched by monitoring
 
 
 def test_compose_mode_is_refused_as_not_available_yet(tmp_path):
