@@ -243,7 +243,7 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
                 _report_blocked(plan)
                 return
             applier = Applier(store=store, settings=_state.settings, runtime=runtime, progress=_progress,
-                              stop=stop, revision=_revision(specs))
+                              stop=stop, revision=_revision(specs), on_change=_targets)
             began = time.monotonic()
             applier.preflight(plan)
             result = applier.apply(plan)
@@ -257,6 +257,12 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
             _err(f"error: {outcome.deployment}: {outcome.message}")
         raise typer.Exit(1)
     _report_blocked(plan)
+
+
+def _targets() -> None:
+    """Rewrite the monitoring scrape targets from the records (Prometheus follows on its own)."""
+    from enova.monitor.targets import refresh_targets
+    refresh_targets(_state.settings.state_dir)
 
 
 def _revision(specs: Path) -> str:
@@ -291,7 +297,8 @@ def delete(name: Annotated[str, typer.Argument(help="The deployment to stop.")])
             if name not in store.deployment_names():
                 known = ", ".join(store.deployment_names()) or "none"
                 raise UsageError(f"no deployment named {name!r} (running: {known})")
-            applier = Applier(store=store, settings=_state.settings, runtime=_runtime(store), progress=_progress)
+            applier = Applier(store=store, settings=_state.settings, runtime=_runtime(store), progress=_progress,
+                              on_change=_targets)
             stopped = applier.delete(name)
             applier.stop_gateway_if_idle()
     except EnovaError as exc:

@@ -102,7 +102,8 @@ class Applier:
                  gateway: GatewayConverger | None = None,
                  host: str = "127.0.0.1", stop: Event | None = None,
                  clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], bool] | None = None, revision: str = ""):
+                 sleep: Callable[[float], bool] | None = None, revision: str = "",
+                 on_change: Callable[[], None] | None = None):
         self.store = store
         self.settings = settings
         self.progress = progress
@@ -121,6 +122,9 @@ class Applier:
         self.drainer = Drainer(store, progress)
         self.models: dict[str, ResolvedModel] = {}
         self.revision = revision  # the spec revision (git commit) replicas are labelled with
+        # called when a replica or the gateway was started or stopped (the monitoring targets
+        # follow); a failure there is reported, never fatal
+        self.on_change = on_change
 
     def _default_sleep(self, seconds: float) -> bool:
         """Sleep; True when enova is asked to stop."""
@@ -217,7 +221,17 @@ class Applier:
                 self.progress(f"gateway: FAILED: {text}")
                 result.outcomes = [o for o in result.outcomes if o.deployment != GATEWAY]
                 result.outcomes.append(Outcome(GATEWAY, gateway_change.action, False, text, exc))
+        self.changed()
         return result
+
+    def changed(self) -> None:
+        """Tell on_change that replicas came or went; its failure is reported, never raised."""
+        if self.on_change is None:
+            return
+        try:
+            self.on_change()
+        except (EnovaError, OSError) as exc:
+            self.progress(f"monitoring targets not updated: {exc}")
 
     def apply_change(self, change: Change, want: DesiredDeployment | None) -> str:
         """Carry out one deployment's change. Raises EnovaError (ReplicaStartError when a replica
@@ -347,6 +361,7 @@ class Applier:
             self.progress(f"{record.deployment}: drained {record.id} in {time.monotonic() - began:.1f} s")
         self.progress(f"{record.deployment}: stopping replica {record.id} ({self.runtime.describe(record)})")
         took = self.runtime.stop(record, grace=STOP_GRACE)
+        self.changed()
         self.progress(f"{record.deployment}: stopped {record.id} in {took:.1f} s")
 
     def _live_records(self) -> list[ReplicaRecord]:
@@ -393,11 +408,13 @@ class Applier:
                     host=host, port=port, cpus=cpus, gpus=gpus)
             where = f"cpus {','.join(map(str, cpus))}" if cpus else f"gpus {','.join(gpus)}"
             self.progress(f"{want.name}: starting replica {replica_id} on {host}:{port} ({where})")
-            return self.runtime.start(StartRequest(
+            record = self.runtime.start(StartRequest(
                 deployment=want.name, replica_id=replica_id, launch=launch, endpoint=Endpoint(host, port),
                 config=want.config, config_hash=want.config_hash, model_path=model.path,
                 start_timeout=want.start_timeout, cpus=cpus, gpus=gpus, model_kind=model.kind,
                 revision=self.revision, serving=dict(want.serving), settings=dict(want.settings)))
+        self.changed()
+        return record
 
     def _endpoint_host(self, config: dict) -> tuple[str, Callable[[int], bool]]:
         """Where the replica's port is reached, and how to tell that a port there is free: this
@@ -424,6 +441,7 @@ class Applier:
             else:
                 self.runtime.forget(record)
         self.store.remove_deployment(name)
+        self.changed()
         return len(records)
 
     def stop_gateway_if_idle(self) -> bool:

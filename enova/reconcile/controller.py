@@ -34,6 +34,7 @@ from enova.observe.logs import rotate_logs
 from enova.observe.scaler import ScalerStore
 from enova.observe.state import StateStore, write_json
 from enova.plan.desired import desired_gateway, desired_state
+from enova.monitor.targets import refresh_targets
 from enova.plan.auto import PlanFacts
 from enova.plan.diff import compute_plan
 from enova.plan.model import GATEWAY, Action, ObservedReplica, Plan, ReplicaState
@@ -181,6 +182,10 @@ class Reconciler:
                             self._load_specs("timer")
                             self._mark_all_due()
                         self._rotate_logs_in_background()
+                        try:  # also when nothing was applied: a replica that exited leaves the targets
+                            self._refresh_targets()
+                        except (EnovaError, OSError) as exc:
+                            self.progress(f"monitoring targets not updated: {exc}")
                     self._dispatch()
                     self._flush_status()
                     dog = self.notifier.watchdog_interval
@@ -458,6 +463,10 @@ class Reconciler:
                            f"{REASONS.get(change.action, 'Synced').lower()} in {time.monotonic() - began:.1f} s",
                            self._revision())
 
+    def _refresh_targets(self) -> None:
+        """The monitoring scrape targets follow the records (a replica started, stopped, exited)."""
+        refresh_targets(self.settings.state_dir)
+
     def _blocked(self, name: str, change, revision: str | None) -> None:
         """The deployment's desired config cannot be computed (engine.args auto): what runs is
         kept; the facts are gathered again with every load of the specs (each timer tick)."""
@@ -470,7 +479,8 @@ class Reconciler:
 
     def _applier(self) -> Applier:
         return Applier(store=self.store, settings=self.settings, runtime=self.runtime, progress=self.progress,
-                       stop=self.stop, clock=self.clock, revision=self._revision(), **self.applier_options)
+                       stop=self.stop, clock=self.clock, revision=self._revision(), on_change=self._refresh_targets,
+                       **self.applier_options)
 
     def _plan_for(self, name: str, specs: SpecSet, desired: dict) -> Plan:
         """The plan for one subject, from the desired state of the whole spec set (computed once
