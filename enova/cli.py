@@ -241,6 +241,7 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
             sys.stdout.flush()
             if not plan.has_changes:
                 _report_blocked(plan)
+                _ensure_monitoring(spec_set)
                 return
             applier = Applier(store=store, settings=_state.settings, runtime=runtime, progress=_progress,
                               stop=stop, revision=_revision(specs), on_change=_targets)
@@ -257,6 +258,22 @@ def apply(specs: SpecsArg, prune: PruneOpt = False, output: OutputOpt = Output.t
             _err(f"error: {outcome.deployment}: {outcome.message}")
         raise typer.Exit(1)
     _report_blocked(plan)
+    _ensure_monitoring(spec_set)
+
+
+def _ensure_monitoring(spec_set) -> None:
+    """With a Monitoring document in the specs, Prometheus runs as it says (started, or left
+    running when nothing changed). A failure is an error exit; serving replicas are untouched."""
+    if spec_set.monitoring is None:
+        return
+    from enova.monitor.process import start_monitoring
+    from enova.monitor.prometheus import monitoring_config
+    try:
+        result = start_monitoring(_state.settings.state_dir, monitoring_config(spec_set), progress=_progress)
+    except EnovaError as exc:
+        _err(f"error: monitoring: {exc} (replicas keep serving)")
+        raise typer.Exit(1)
+    _err(f"monitoring: Prometheus {result.action} at {result.record.url}" + (f" ({result.reason})" if result.reason else ""))
 
 
 def _targets() -> None:

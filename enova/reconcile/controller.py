@@ -149,6 +149,8 @@ class Reconciler:
         self.sweep: set[str] | None = None  # subjects still owed their first pass (READY=1 after)
         self.started_at = clock()
         self._puller: threading.Thread | None = None
+        self._monitor: threading.Thread | None = None   # starting/checking Prometheus (Monitoring document)
+        self._monitor_error: str | None = None
         self.autoscaler = Autoscaler(self.store, self.runtime, scraper if scraper is not None else Scraper(self.store),
                                      specs=lambda: self.specs, on_change=self._on_scale, clock=clock,
                                      interval=scale_interval)
@@ -166,6 +168,7 @@ class Reconciler:
             threading.Thread(target=self._watch_wakes, name="enova-wake", daemon=True).start()
             self._load_specs("start")
             self._mark_all_due()
+            self._ensure_monitoring()
             next_tick = time.monotonic() + self.interval
             next_dog = 0.0
             try:
@@ -186,6 +189,7 @@ class Reconciler:
                             self._refresh_targets()
                         except (EnovaError, OSError) as exc:
                             self.progress(f"monitoring targets not updated: {exc}")
+                        self._ensure_monitoring()
                     self._dispatch()
                     self._flush_status()
                     dog = self.notifier.watchdog_interval
@@ -462,6 +466,34 @@ class Reconciler:
         self.events.record("Normal", "Reconciled", _subject(name),
                            f"{REASONS.get(change.action, 'Synced').lower()} in {time.monotonic() - began:.1f} s",
                            self._revision())
+
+    def _ensure_monitoring(self) -> None:
+        """With a Monitoring document, keep Prometheus running as it says (restarted if it died,
+        restarted with data kept when the document changed), off the main loop: a start blocks up
+        to a minute. A failure is one Warning event per distinct message; serving is untouched."""
+        specs = self.specs
+        if specs is None or specs.monitoring is None:
+            return
+        if self._monitor is not None and self._monitor.is_alive():
+            return
+
+        def run() -> None:
+            from enova.monitor.process import start_monitoring
+            from enova.monitor.prometheus import monitoring_config
+            try:
+                result = start_monitoring(self.settings.state_dir, monitoring_config(specs), progress=self.progress)
+            except EnovaError as exc:
+                if str(exc) != self._monitor_error:
+                    self._monitor_error = str(exc)
+                    self.events.record("Warning", "MonitoringFailed", "monitoring", str(exc), self._revision())
+                return
+            self._monitor_error = None
+            if result.action != "already running":
+                self.events.record("Normal", "Monitoring", "monitoring",
+                                   f"Prometheus {result.action} at {result.record.url}", self._revision())
+
+        self._monitor = threading.Thread(target=run, name="enova-monitoring", daemon=True)
+        self._monitor.start()
 
     def _refresh_targets(self) -> None:
         """The monitoring scrape targets follow the records (a replica started, stopped, exited)."""

@@ -1,0 +1,44 @@
+"""The reconciler keeps Prometheus running when the specs hold a Monitoring document; a
+monitoring failure is one Warning event per distinct message and never touches replicas."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from enova.reconcile.controller import Reconciler
+
+from .memworld import MemWorld, deployment_doc
+
+
+def test_a_monitoring_failure_is_reported_once_and_replicas_keep_serving(tmp_path):
+    w = MemWorld(tmp_path)
+    w.write(deployment_doc("a"))
+    (w.specs_dir / "monitoring.yaml").write_text(
+        "apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: m}\n"
+        "spec: {prometheus: {binary: /nonexistent/prometheus, port: 19795}}\n")
+    rec = Reconciler(w.specs_dir, w.settings, stop=threading.Event(), clock=w.clock, runtime=w.runtime,
+                     applier_options=w.applier_options(), validate=lambda specs: None)
+    rec._load_specs("test")
+    rec.reconcile_once("a")
+    started = w.runtime.ids("start")
+    for _ in range(3):
+        rec._ensure_monitoring()
+        rec._monitor.join(30)
+    failures = [e for e in rec.events.read() if e.reason == "MonitoringFailed"]
+    assert len(failures) == 1 and "/nonexistent/prometheus" in failures[0].message
+    rec.reconcile_once("a")
+    assert w.runtime.ids("start") == started and w.runtime.ids("stop") == []
+    assert rec.statuses["a"].condition == "Ready"
+
+
+def test_without_a_monitoring_document_nothing_is_started(tmp_path):
+    w = MemWorld(tmp_path)
+    w.write(deployment_doc("a"))
+    rec = Reconciler(w.specs_dir, w.settings, stop=threading.Event(), clock=w.clock, runtime=w.runtime,
+                     applier_options=w.applier_options(), validate=lambda specs: None)
+    rec._load_specs("test")
+    rec._ensure_monitoring()
+    assert rec._monitor is None
+    time.sleep(0.1)
+    assert not (w.settings.state_dir / "monitoring" / "prometheus.json").exists()
