@@ -266,11 +266,14 @@ def _ensure_monitoring(spec_set) -> None:
     running when nothing changed). A failure is an error exit; serving replicas are untouched."""
     if spec_set.monitoring is None:
         return
-    from enova.monitor.process import start_monitoring
+    from enova.monitor.process import reload_monitoring, start_monitoring, sync_rules
     from enova.monitor.prometheus import monitoring_config
     try:
+        changed = sync_rules(_state.settings.state_dir, spec_set)
         result = start_monitoring(_state.settings.state_dir, monitoring_config(spec_set), progress=_progress)
-    except EnovaError as exc:
+        if changed and result.action == "already running":
+            reload_monitoring(_state.settings.state_dir)
+    except (EnovaError, OSError) as exc:
         _err(f"error: monitoring: {exc} (replicas keep serving)")
         raise typer.Exit(1)
     _err(f"monitoring: Prometheus {result.action} at {result.record.url}" + (f" ({result.reason})" if result.reason else ""))
@@ -794,12 +797,15 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
         help="Specs holding a Monitoring document (default: its defaults).")] = None) -> None:
     """Write Prometheus's configuration and scrape targets, start Prometheus (or keep the running
     one when its settings are unchanged) and print its URL and targets."""
-    from enova.monitor.process import start_monitoring
+    from enova.monitor.process import reload_monitoring, start_monitoring, sync_rules
     from enova.monitor.prometheus import monitoring_config
     from enova.spec.loader import load_specs
     try:
-        config = monitoring_config(load_specs(specs) if specs is not None else None)
-        result = start_monitoring(_state.settings.state_dir, config, progress=_progress)
+        spec_set = load_specs(specs) if specs is not None else None
+        changed = sync_rules(_state.settings.state_dir, spec_set)
+        result = start_monitoring(_state.settings.state_dir, monitoring_config(spec_set), progress=_progress)
+        if changed and result.action == "already running":
+            reload_monitoring(_state.settings.state_dir)
     except EnovaError as exc:
         raise _fail(exc)
     record = result.record

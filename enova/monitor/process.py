@@ -244,6 +244,27 @@ def stop_monitoring(state_dir: Path, *, grace: float = 30.0) -> str:
         lock.release()
 
 
+RULES_FILE = "enova-slo.yml"
+
+
+def sync_rules(state_dir: Path, specs: Any | None) -> bool:
+    """Write the SLO recording and alerting rules of `specs` (enova.monitor.rules; without specs
+    the health alerts alone) to `<state>/monitoring/rules/enova-slo.yml`, atomically and only when
+    they changed. Returns whether they changed: a running Prometheus then needs reload_monitoring."""
+    from .rules import dump_rules, render_rules, slo_rules
+    text = render_rules(specs) if specs is not None else dump_rules(slo_rules({}, {}))
+    paths = MonitorPaths(Path(state_dir))
+    paths.rules.mkdir(parents=True, exist_ok=True)
+    target = paths.rules / RULES_FILE
+    try:
+        if target.read_text() == text:
+            return False
+    except OSError:
+        pass
+    _replace_text(target, text)
+    return True
+
+
 def reload_monitoring(state_dir: Path) -> bool:
     """Ask the running Prometheus to re-read its configuration and rule files (SIGHUP), after
     rules were written. Returns False when none runs. Non-blocking: Prometheus reloads on its own

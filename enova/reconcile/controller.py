@@ -478,11 +478,14 @@ class Reconciler:
             return
 
         def run() -> None:
-            from enova.monitor.process import start_monitoring
+            from enova.monitor.process import reload_monitoring, start_monitoring, sync_rules
             from enova.monitor.prometheus import monitoring_config
             try:
+                changed = sync_rules(self.settings.state_dir, specs)  # the SLO alerts follow the SLO documents
                 result = start_monitoring(self.settings.state_dir, monitoring_config(specs), progress=self.progress)
-            except EnovaError as exc:
+                if changed and result.action == "already running":
+                    reload_monitoring(self.settings.state_dir)
+            except (EnovaError, OSError) as exc:
                 if str(exc) != self._monitor_error:
                     self._monitor_error = str(exc)
                     self.events.record("Warning", "MonitoringFailed", "monitoring", str(exc), self._revision())
