@@ -21,4 +21,4 @@ fi
 echo "== import layers (import-linter)"
 .venv/bin/lint-imports
 echo "== tests"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=25 "$@"

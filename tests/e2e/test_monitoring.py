@@ -13,6 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from enova.monitor.dashboards import dashboards
+from enova.spec import load_specs
+from tests.monitor.dashboard_queries import wait_for_dashboards
+
 from .conftest import TEST_GATEWAY_PORT, Cli, complete, write_spec
 
 pytestmark = [pytest.mark.slow,
@@ -46,9 +50,25 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def monitoring(folder: Path) -> None:
+    """A Monitoring document, and an SLO on the deployment (so the attainment panels have data)."""
     (folder / "monitoring.yaml").write_text(
         "apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: local}\n"
-        f"spec: {{prometheus: {{port: {PROM_PORT}, scrape_interval: {INTERVAL:g}s}}}}\n")
+        f"spec: {{prometheus: {{port: {PROM_PORT}, scrape_interval: {INTERVAL:g}s}}}}\n"
+        "---\napiVersion: enova/v1\nkind: SLO\nmetadata: {name: chat}\n"
+        "spec: {ttft_p95_ms: 2000, itl_p95_ms: 500, e2e_p99_ms: 30000, max_error_rate: 0.05}\n")
+    deployment = folder / "smollm2.yaml"
+    deployment.write_text(deployment.read_text().rstrip("\n") + "\n  slo: chat\n")
+
+
+def stream(count: int) -> None:
+    """Streamed completions through the gateway (the TTFT and ITL histograms count streams)."""
+    with httpx.Client(trust_env=False, timeout=60) as client:
+        for i in range(count):
+            with client.stream("POST", f"http://127.0.0.1:{TEST_GATEWAY_PORT}/v1/completions",
+                               json={"model": "smollm2", "prompt": f"Story {i}:", "max_tokens": 8, "stream": True,
+                                     "ignore_eos": True}) as resp:
+                assert resp.status_code == 200
+                resp.read()
 
 
 def test_prometheus_follows_the_replicas_and_keeps_its_data(module_cli: Cli, tmp_path: Path) -> None:
@@ -60,6 +80,7 @@ def test_prometheus_follows_the_replicas_and_keeps_its_data(module_cli: Cli, tmp
     [first] = [r["id"] for r in cli.replicas("smollm2", specs)]
     for _ in range(3):
         complete(TEST_GATEWAY_PORT)
+    stream(4)
     wait_for(lambda: first in replicas_up(), FOLLOW_WITHIN + 10, "the first replica's target to be up")
     wait_for(lambda: query('enova_gateway_requests_succeeded_total{deployment="smollm2"}'), 30, "gateway series")
     engine = wait_for(lambda: query(f'vllm:generation_tokens_total{{replica="{first}"}}'), 30, "engine series")
@@ -71,14 +92,20 @@ def test_prometheus_follows_the_replicas_and_keeps_its_data(module_cli: Cli, tmp
     loaded = {rule["name"] for group in rules["data"]["groups"] for rule in group["rules"]}
     assert {"EnovaReplicaDown", "EnovaKVCacheSaturated", "EnovaGatewayRejecting"} <= loaded
 
+    # every dashboard panel's query returns a series after that traffic (GPU panels: no GPU here)
+    result = wait_for_dashboards(f"http://127.0.0.1:{PROM_PORT}", dashboards(load_specs(specs)))
+    assert not result.empty and not result.failed, result.report()
+
     # scale 1 -> 2: the new replica is scraped with no Prometheus restart
     write_spec(specs, replicas=2)
+    monitoring(specs)
     cli("apply", str(specs), check=0)
     [second] = [r["id"] for r in cli.replicas("smollm2", specs) if r["id"] != first]
     up_after = wait_for(lambda: replicas_up() == {first, second}, FOLLOW_WITHIN, "both replicas' targets")
 
     # 2 -> 1: the stopped replica leaves
     write_spec(specs, replicas=1)
+    monitoring(specs)
     cli("apply", str(specs), check=0)
     [kept] = [r["id"] for r in cli.replicas("smollm2", specs)]
     gone_after = wait_for(lambda: {t["labels"]["replica"] for t in targets()} == {kept}, FOLLOW_WITHIN,
