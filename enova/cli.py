@@ -437,6 +437,9 @@ def reconcile(
                                                     "BRANCH from origin before each timed pass.")] = None,
     committed_only: Annotated[bool, typer.Option("--committed-only", help="Apply what is committed at HEAD, "
                                                  "not what is being edited.")] = False,
+    metrics_port: Annotated[int, typer.Option("--metrics-port", envvar="ENOVA_RECONCILER_METRICS_PORT",
+                                              min=0, max=65535, help="Serve the reconciler's own /metrics (and "
+                                              "GPU metrics) on 127.0.0.1 at this port; 0 disables.")] = 9188,
 ) -> None:
     """Keep converging: watch the specs, re-observe on a timer, self-heal, report status and events.
     SIGHUP re-reads specs and clears stalls; SIGTERM exits 0 and leaves the replicas serving."""
@@ -450,7 +453,8 @@ def reconcile(
         reconciler = Reconciler(
             specs.resolve(), _state.settings, stop=stop, interval=_duration(interval, "--interval"),
             unhealthy_after=_duration(unhealthy_after, "--unhealthy-after"), prune=prune, git_pull=git_pull,
-            committed_only=committed_only, notifier=Notifier(), progress=_progress)
+            committed_only=committed_only, notifier=Notifier(), progress=_progress,
+            metrics_port=metrics_port)
 
         def _stop(*_):
             stop.set()

@@ -1,12 +1,15 @@
 """What Prometheus scrapes: file-based service discovery files written from the state directory.
 
-Prometheus reads its targets from `<state_dir>/monitoring/targets/`, two JSON files in its
-file_sd format (a list of `{"targets": ["host:port"], "labels": {...}}` groups):
+Prometheus reads its targets from `<state_dir>/monitoring/targets/`, JSON files in its file_sd
+format (a list of `{"targets": ["host:port"], "labels": {...}}` groups):
 
     gateway.json    the gateway on :9199, from gateway/gateway.json (its configured host and port)
     replicas.json   every replica record, whatever its state, one group each, labelled
                     deployment, replica and runtime (a starting replica shows as down until it
                     serves; one that left the records leaves the file)
+    reconciler.json the reconciler's own /metrics (its counters and the NVML GPU exporter), at the
+                    address its status (reconciler/status.json, `metrics`) names; none when it
+                    serves none. A stopped reconciler's status stays, so it shows as down.
 
 Prometheus watches that folder and re-reads a file when it is replaced, so a replica added or
 removed appears or disappears with no restart of Prometheus. The content is a pure function of
@@ -31,8 +34,10 @@ from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore
 GATEWAY_JOB = "enova-gateway"
 REPLICAS_JOB = "enova-replicas"
 GATEWAY_FILE = "gateway.json"
+RECONCILER_JOB = "enova-reconciler"
 REPLICAS_FILE = "replicas.json"
-JOB_FILES = {GATEWAY_JOB: GATEWAY_FILE, REPLICAS_JOB: REPLICAS_FILE}
+RECONCILER_FILE = "reconciler.json"
+JOB_FILES = {GATEWAY_JOB: GATEWAY_FILE, REPLICAS_JOB: REPLICAS_FILE, RECONCILER_JOB: RECONCILER_FILE}
 """Each scrape job and the file its targets come from."""
 
 
@@ -60,15 +65,34 @@ def replica_groups(records: Iterable[ReplicaRecord]) -> list[dict[str, Any]]:
             for r in sorted(records, key=lambda r: (r.deployment, r.id))]
 
 
+def reconciler_groups(status: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The reconciler's target group, from its status's `metrics` address; none without one."""
+    address = (status or {}).get("metrics")
+    if not isinstance(address, dict) or not address.get("port"):
+        return []
+    return [{"targets": [target_address(str(address.get("host", "127.0.0.1")), int(address["port"]))], "labels": {}}]
+
+
+def read_reconciler_status(state_dir: Path) -> dict[str, Any] | None:
+    """reconciler/status.json as enova.reconcile.controller writes it; None when missing or unreadable."""
+    try:
+        data = json.loads((Path(state_dir) / "reconciler" / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def render_groups(groups: list[dict[str, Any]]) -> str:
     """A file_sd file's text: the groups as JSON, keys sorted, one trailing newline."""
     return json.dumps(groups, indent=2, sort_keys=True) + "\n"
 
 
-def target_files(gateway: GatewayRecord | None, replicas: Iterable[ReplicaRecord]) -> dict[str, str]:
-    """{file name: content} for every target file, from the records alone."""
+def target_files(gateway: GatewayRecord | None, replicas: Iterable[ReplicaRecord],
+                 reconciler: dict[str, Any] | None = None) -> dict[str, str]:
+    """{file name: content} for every target file, from the records (and the reconciler's status) alone."""
     return {GATEWAY_FILE: render_groups(gateway_groups(gateway)),
-            REPLICAS_FILE: render_groups(replica_groups(replicas))}
+            REPLICAS_FILE: render_groups(replica_groups(replicas)),
+            RECONCILER_FILE: render_groups(reconciler_groups(reconciler))}
 
 
 def write_targets(store: StateStore, directory: Path) -> bool:
@@ -76,7 +100,7 @@ def write_targets(store: StateStore, directory: Path) -> bool:
     Each file is replaced atomically, and only when its content changes. Returns whether any file
     changed. Idempotent; blocks only on the disk. Raises PermanentError for an unreadable record,
     OSError when the folder cannot be written."""
-    files = target_files(store.read_gateway(), store.all_replicas())
+    files = target_files(store.read_gateway(), store.all_replicas(), read_reconciler_status(store.root))
     changed = False
     for name, text in files.items():
         changed |= _replace_if_changed(Path(directory) / name, text)

@@ -47,6 +47,7 @@ from enova.spec.loader import SpecSet, load_specs
 from .autoscaler import Autoscaler
 from .events import EventLog
 from .gitsource import committed_snapshot, git_info, pull_fast_forward
+from .metrics import METRICS_HOST, ReconcilerMetrics
 from .notify import Notifier
 
 Progress = Callable[[str], None]
@@ -103,7 +104,8 @@ class Reconciler:
                  clock: Callable[[], float] = time.time, crashloop_window: float = 600.0,
                  runtime: Runtime | None = None, applier_options: dict | None = None,
                  validate: Callable[[SpecSet], None] | None = None, scraper=None,
-                 scale_interval: float = 2.0, facts: Callable[[SpecSet], PlanFacts] | None = None):
+                 scale_interval: float = 2.0, facts: Callable[[SpecSet], PlanFacts] | None = None,
+                 metrics_port: int = 0, metrics: ReconcilerMetrics | None = None):
         self.specs_path = Path(specs_path)
         self.settings = settings
         self.stop = stop
@@ -151,6 +153,10 @@ class Reconciler:
         self._puller: threading.Thread | None = None
         self._monitor: threading.Thread | None = None   # starting/checking Prometheus (Monitoring document)
         self._monitor_error: str | None = None
+        # the reconciler's own /metrics on 127.0.0.1:metrics_port while run() runs (0: not served)
+        self.metrics = metrics or ReconcilerMetrics()
+        self.metrics_port = metrics_port
+        self.metrics_address: dict | None = None   # {"host", "port"} once served; in status.json
         self.autoscaler = Autoscaler(self.store, self.runtime, scraper if scraper is not None else Scraper(self.store),
                                      specs=lambda: self.specs, on_change=self._on_scale, clock=clock,
                                      interval=scale_interval)
@@ -166,6 +172,7 @@ class Reconciler:
             threading.Thread(target=self.autoscaler.run, args=(self.stop, self._scale_failed),
                              name="enova-autoscale", daemon=True).start()
             threading.Thread(target=self._watch_wakes, name="enova-wake", daemon=True).start()
+            self._serve_metrics()
             self._load_specs("start")
             self._mark_all_due()
             self._ensure_monitoring()
@@ -205,7 +212,30 @@ class Reconciler:
                 self.events.record("Normal", "Stopping", "reconciler", "stopping; replicas keep serving")
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 self._write_status()
+                self.metrics.up.set(0)
+                self.metrics.close()
         return 0
+
+    def _serve_metrics(self) -> None:
+        """Serve the reconciler's /metrics and make it a scrape target (status.json's `metrics`).
+        A port in use is one Warning event; the loop runs on without it."""
+        self.metrics.up.set(1)
+        if not self.metrics_port:
+            return
+        try:
+            port = self.metrics.serve(self.metrics_port)
+        except OSError as exc:
+            self.events.record("Warning", "MetricsUnavailable", "reconciler",
+                               f"/metrics not served: port {self.metrics_port} on {METRICS_HOST} is in use or "
+                               f"refused ({exc}); set --metrics-port to another port, or 0")
+            return
+        self.metrics_address = {"host": METRICS_HOST, "port": port}
+        self.progress(f"metrics on http://{METRICS_HOST}:{port}/metrics")
+        self._write_status()
+        try:
+            self._refresh_targets()
+        except (EnovaError, OSError) as exc:
+            self.progress(f"monitoring targets not updated: {exc}")
 
     # ---- the autoscaler --------------------------------------------------------------------------
     def _on_scale(self, scaled) -> None:
@@ -217,6 +247,7 @@ class Reconciler:
                 self.desired = desired_state(self.specs, scaled=self.scalers.targets(), facts=self.facts)
             self.due.add(scaled.deployment)
         reason = "ScaledUp" if decision.target > decision.previous else "ScaledDown"
+        self.metrics.decisions.labels(scaled.deployment, "up" if reason == "ScaledUp" else "down").inc()
         self.events.record("Normal", reason, _subject(scaled.deployment),
                            f"{decision.previous} -> {decision.target}: {decision.reason}", self._revision())
         self.progress(f"{scaled.deployment}: autoscaler {decision.previous} -> {decision.target}: {decision.reason}")
@@ -395,7 +426,18 @@ class Reconciler:
             self.wake.set()
 
     def reconcile_once(self, name: str) -> None:
-        """One level-triggered pass for one subject: re-read the world, plan, apply, record."""
+        """One level-triggered pass for one subject: re-read the world, plan, apply, record.
+        Counted by the condition it leaves (enova_reconciler_passes_total)."""
+        result = "Error"
+        try:
+            self._reconcile_once(name)
+            with self.lock:
+                status = self.statuses.get(name)
+                result = status.condition if status is not None else "Absent"
+        finally:
+            self.metrics.passes.labels(name, result).inc()
+
+    def _reconcile_once(self, name: str) -> None:
         with self.lock:
             specs, spec_error, desired = self.specs, self.spec_error, self.desired
         if specs is None:
@@ -440,6 +482,7 @@ class Reconciler:
                        f"next restart in {delay:.0f} s")
             self._set(name, condition=RECONCILING, reason="CrashLoopBackOff", message=message)
             self.events.record("Warning", "CrashLoopBackOff", _subject(name), message, self._revision())
+            self.metrics.errors.labels(name, "CrashLoopBackOff").inc()
             with self.lock:
                 self.due.add(name)
             return
@@ -463,6 +506,7 @@ class Reconciler:
                   reason="SpecInvalid" if spec_error else "Reconciled",
                   message=spec_error or change.reason, last_applied=desired_hash, failures=0,
                   revision=self._revision())
+        self.metrics.actions.labels(name, change.action.value).inc()
         self.events.record("Normal", "Reconciled", _subject(name),
                            f"{REASONS.get(change.action, 'Synced').lower()} in {time.monotonic() - began:.1f} s",
                            self._revision())
@@ -547,6 +591,7 @@ class Reconciler:
             self._set(name, condition=STALLED, reason="ApplyFailed",
                       message=f"{exc} (retried when the spec changes, or on reload)")
             self.events.record("Warning", "Stalled", _subject(name), str(exc), self._revision())
+            self.metrics.errors.labels(name, "Stalled").inc()
             return
         with self.lock:
             status = self.statuses.setdefault(name, SubjectStatus())
@@ -561,6 +606,7 @@ class Reconciler:
                   message=f"{first_line}; attempt {failures}, next in {delay:.0f} s")
         self.events.record("Warning", reason, _subject(name), f"{exc}; next attempt in {delay:.1f} s",
                            self._revision())
+        self.metrics.errors.labels(name, reason).inc()
         with self.lock:
             self.due.add(name)
 
@@ -599,6 +645,7 @@ class Reconciler:
                 "pid": os.getpid(), "started_at": self.started_at, "written_at": self.clock(),
                 "specs": str(self.specs_path), "interval": self.interval, "git": self.git,
                 "spec_error": self.spec_error, "first_pass_done": self.first_pass_done,
+                "metrics": self.metrics_address,
                 "subjects": {n: {k: v for k, v in asdict(s).items() if k not in ("restarts", "stalled_hash")}
                              | {"stalled": s.stalled_hash is not None}
                              for n, s in sorted(self.statuses.items())},

@@ -63,14 +63,16 @@ def test_durations_are_written_as_prometheus_reads_them(seconds, text):
     assert prometheus_duration(seconds) == text
 
 
-def test_the_config_scrapes_both_jobs_from_their_target_files_at_the_documents_interval(tmp_path):
+def test_the_config_scrapes_every_job_from_its_target_file_at_the_documents_interval(tmp_path):
     rendered = yaml.safe_load(render_config(config(scrape_interval=15.0), MonitorPaths(tmp_path)))
     assert rendered["global"] == {"scrape_interval": "15s", "scrape_timeout": "10s", "evaluation_interval": "15s"}
     assert rendered["rule_files"] == [f"{tmp_path}/monitoring/rules/*.yml"]
     jobs = {job["job_name"]: job for job in rendered["scrape_configs"]}
-    assert sorted(jobs) == ["enova-gateway", "enova-replicas"]
+    assert sorted(jobs) == ["enova-gateway", "enova-reconciler", "enova-replicas"]
     assert jobs["enova-gateway"]["file_sd_configs"][0]["files"] == [f"{tmp_path}/monitoring/targets/gateway.json"]
     assert jobs["enova-replicas"]["file_sd_configs"][0]["files"] == [f"{tmp_path}/monitoring/targets/replicas.json"]
+    assert jobs["enova-reconciler"]["file_sd_configs"][0]["files"] == \
+        [f"{tmp_path}/monitoring/targets/reconciler.json"]
     assert all(job["metrics_path"] == "/metrics" for job in jobs.values())
 
 
@@ -90,7 +92,10 @@ def write_checked_config(state: Path, cfg: MonitoringConfig) -> Path:
 def test_promtool_accepts_the_rendered_config_with_targets_and_no_rules(tmp_path):
     store = StateStore(tmp_path)
     store.write_replica(replica_record("chat-a", 19300))
+    (tmp_path / "reconciler").mkdir()   # a reconciler serving its /metrics: the enova-reconciler job's target
+    (tmp_path / "reconciler" / "status.json").write_text('{"pid": 1, "metrics": {"host": "127.0.0.1", "port": 9188}}')
     path = write_checked_config(tmp_path, config())
+    assert (tmp_path / "monitoring" / "targets" / "reconciler.json").read_text().count("127.0.0.1:9188") == 1
     done = subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     check_config(PROMTOOL, path)   # and enova's own wrapper says nothing
@@ -101,7 +106,7 @@ def test_a_state_directory_with_quotes_and_colons_cannot_change_the_configs_shap
     path = write_checked_config(state, config())
     rendered = yaml.safe_load(path.read_text())
     assert rendered["rule_files"] == [f"{state}/monitoring/rules/*.yml"]
-    assert len(rendered["scrape_configs"]) == 2
+    assert len(rendered["scrape_configs"]) == 3
     done = subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 

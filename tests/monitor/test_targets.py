@@ -11,9 +11,11 @@ from pathlib import Path
 from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore
 from enova.monitor.targets import (
     GATEWAY_FILE,
+    RECONCILER_FILE,
     REPLICAS_FILE,
     gateway_groups,
     read_target_files,
+    reconciler_groups,
     refresh_targets,
     replica_groups,
     target_address,
@@ -61,8 +63,29 @@ def test_the_files_do_not_depend_on_the_order_records_are_read_in():
     a, b = replica("chat-a", port=19300), replica("chat-b", port=19301)
     assert target_files(gateway(), [a, b]) == target_files(gateway(), [b, a])
     files = target_files(None, [])
-    assert set(files) == {GATEWAY_FILE, REPLICAS_FILE}
-    assert json.loads(files[GATEWAY_FILE]) == [] and json.loads(files[REPLICAS_FILE]) == []
+    assert set(files) == {GATEWAY_FILE, REPLICAS_FILE, RECONCILER_FILE}
+    assert all(json.loads(text) == [] for text in files.values())
+
+
+def test_the_reconciler_is_a_target_at_the_metrics_address_its_status_names_and_none_without_one():
+    assert reconciler_groups({"pid": 1, "metrics": {"host": "127.0.0.1", "port": 9188}}) == \
+        [{"targets": ["127.0.0.1:9188"], "labels": {}}]
+    assert reconciler_groups({"pid": 1, "metrics": None}) == []   # --metrics-port 0, or its port was taken
+    assert reconciler_groups({"pid": 1}) == []                    # written by an enova before the metrics
+    assert reconciler_groups(None) == []
+
+
+def test_write_targets_reads_the_reconcilers_status_file(tmp_path):
+    state = tmp_path / "state"
+    (state / "reconciler").mkdir(parents=True)
+    (state / "reconciler" / "status.json").write_text(json.dumps({"pid": 1, "metrics": {"host": "127.0.0.1",
+                                                                                          "port": 9288}}))
+    out = tmp_path / "targets"
+    assert write_targets(StateStore(state), out) is True
+    assert json.loads((out / RECONCILER_FILE).read_text()) == [{"targets": ["127.0.0.1:9288"], "labels": {}}]
+    (state / "reconciler" / "status.json").write_text("{half a fi")
+    assert write_targets(StateStore(state), out) is True
+    assert json.loads((out / RECONCILER_FILE).read_text()) == []
 
 
 def test_write_targets_writes_both_files_from_the_records(tmp_path):
@@ -74,7 +97,7 @@ def test_write_targets_writes_both_files_from_the_records(tmp_path):
     assert json.loads((out / GATEWAY_FILE).read_text()) == [{"targets": ["127.0.0.1:9199"], "labels": {}}]
     assert json.loads((out / REPLICAS_FILE).read_text()) == [
         {"targets": ["127.0.0.1:19300"], "labels": {"deployment": "chat", "replica": "chat-a", "runtime": "local"}}]
-    assert sorted(p.name for p in out.iterdir()) == [GATEWAY_FILE, REPLICAS_FILE]  # no temporary file left
+    assert sorted(p.name for p in out.iterdir()) == [GATEWAY_FILE, RECONCILER_FILE, REPLICAS_FILE]  # no temp file
 
 
 def test_write_targets_leaves_unchanged_files_alone_and_replaces_a_changed_one_by_rename(tmp_path):
@@ -108,10 +131,11 @@ def test_refresh_targets_writes_under_the_state_directory_and_reads_back(tmp_pat
         "enova-gateway": [],
         "enova-replicas": [{"targets": ["127.0.0.1:19300"],
                             "labels": {"deployment": "chat", "replica": "chat-a", "runtime": "local"}}],
+        "enova-reconciler": [],
     }
     assert refresh_targets(tmp_path) is False
 
 
 def test_unreadable_target_files_read_as_no_targets(tmp_path):
     (tmp_path / GATEWAY_FILE).write_text("{not json")
-    assert read_target_files(tmp_path) == {"enova-gateway": [], "enova-replicas": []}
+    assert read_target_files(tmp_path) == {"enova-gateway": [], "enova-replicas": [], "enova-reconciler": []}
