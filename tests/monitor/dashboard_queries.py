@@ -74,8 +74,9 @@ def check_dashboards(base_url: str, models: Mapping[str, Mapping[str, Any]], *, 
     end = time.time()
     start = end - window
     with httpx.Client(timeout=timeout, trust_env=False) as client:
-        gpus = _series(client, base, "count({__name__=~\"%s|enova_gpu_.*\"})" % "|".join(GPU_METRICS),
-                       start, end, step)
+        # a GPU utilisation series from either exporter; enova_gpu_available 0 (the reconciler's
+        # exporter on a host without a GPU) is not one
+        gpus = _series(client, base, "count({__name__=~\"%s\"})" % "|".join(GPU_METRICS), start, end, step)
         queries = []
         for name in sorted(models):
             queries += panel_queries(models[name], deployment)
@@ -83,8 +84,8 @@ def check_dashboards(base_url: str, models: Mapping[str, Mapping[str, Any]], *, 
                 queries += annotation_queries(models[name], deployment)
         for title, expr in queries:
             if _gpu_query(expr) and not gpus:
-                result.skipped.append((title, expr, "no GPU metric in Prometheus at all (neither DCGM's "
-                                                    "exporter nor enova's NVML exporter runs: no GPU here)"))
+                result.skipped.append((title, expr, "no GPU utilisation series in Prometheus (neither DCGM's "
+                                                    "exporter nor enova's NVML exporter reports a GPU: none here)"))
                 continue
             try:
                 series = _series(client, base, expr, start, end, step)
