@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="port to bind (default %(default)s)")
     p.add_argument("--config", type=Path, help="JSON file of settings (host, port, token_file, max_body_bytes, "
-                   "queue_size, queue_timeout) over the options; re-read on SIGHUP")
+                   "queue_size, queue_timeout, otlp_endpoint, service_name) over the options; re-read on SIGHUP")
     p.add_argument("--token-file", help="file of bearer tokens, one per line (any accepted), required by all but "
                    "/health and /metrics")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="413 above it (default %(default)s)")

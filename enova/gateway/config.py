@@ -3,8 +3,10 @@
 `GatewayConfig` is built by `__main__` from its options and, when given `--config FILE`, from
 that JSON file (which `enova apply` writes from the Gateway spec); tests and `enova enode run`
 build it directly. The reloadable settings (`SETTINGS`: token_file, max_body_bytes,
-queue_size, queue_timeout; host and port need a new process) are re-read from the config file
-on SIGHUP (`read_config_file`). A token file holds one or more bearer tokens, one per line,
+queue_size, queue_timeout, otlp_endpoint, service_name; host and port need a new process) are
+re-read from the config file on SIGHUP (`read_config_file`). The two tracing settings are
+optional (`OPTIONAL`, with their defaults) and left out of the hash at their defaults, so a
+config written before they existed keeps its hash. A token file holds one or more bearer tokens, one per line,
 blank lines and `#` comments ignored; all are accepted, which is how tokens are rotated.
 `settings_hash` is what the gateway reports at /admin/v1/config and what apply computes to
 confirm a reload took. Nothing in the gateway reads the environment or a file but these.
@@ -17,11 +19,16 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from enova.errors import UsageError
 
 # The settings a Gateway document sets, in the config file's keys.
-SETTINGS = ("host", "port", "token_file", "max_body_bytes", "queue_size", "queue_timeout")
+SETTINGS = ("host", "port", "token_file", "max_body_bytes", "queue_size", "queue_timeout", "otlp_endpoint",
+            "service_name")
+DEFAULT_SERVICE_NAME = "enova-gateway"
+# Settings a config file may leave out, with their defaults (tracing: off).
+OPTIONAL = {"otlp_endpoint": None, "service_name": DEFAULT_SERVICE_NAME}
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,15 @@ class GatewayConfig:
     read_timeout: float | None = 600.0      # longest silence from a replica mid-request
     upstream_keepalive: float = 4.0         # below uvicorn's 5 s, so a pooled connection is never stale
     token_poll_interval: float = 1.0        # how often the token file is checked for an in-place edit
+    otlp_endpoint: str | None = None        # OTLP/HTTP traces URL; None: no tracing (see `tracing`)
+    service_name: str = DEFAULT_SERVICE_NAME    # the traces' service.name
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "token_file": self.token_file,
                 "max_body_bytes": self.max_body_bytes, "queue_size": self.queue_size,
-                "queue_timeout": self.queue_timeout}
+                "queue_timeout": self.queue_timeout, "otlp_endpoint": self.otlp_endpoint,
+                "service_name": self.service_name}
 
     @property
     def config_hash(self) -> str:
@@ -91,6 +101,7 @@ def normalize_settings(raw: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(raw) - set(SETTINGS))
     if unknown:
         raise UsageError(f"gateway config: unknown key(s) {', '.join(unknown)}")
+    raw = {**OPTIONAL, **{k: v for k, v in raw.items() if v is not None or k not in OPTIONAL}}
     missing = [k for k in SETTINGS if k not in raw]
     if missing:
         raise UsageError(f"gateway config: missing key(s) {', '.join(missing)}")
@@ -101,15 +112,23 @@ def normalize_settings(raw: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(f"gateway config: token_file must be a path or null (got {token_file!r})")
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
         raise UsageError(f"gateway config: queue_timeout must be a number >= 0 (got {timeout!r})")
+    endpoint, service = raw["otlp_endpoint"], raw["service_name"]
+    if endpoint is not None and (not isinstance(endpoint, str) or urlsplit(endpoint).scheme not in ("http", "https")
+                                 or not urlsplit(endpoint).netloc):
+        raise UsageError(f"gateway config: otlp_endpoint must be an http(s) URL or null (got {endpoint!r})")
+    if not isinstance(service, str) or not service:
+        raise UsageError(f"gateway config: service_name must be a non-empty string (got {service!r})")
     return {"host": host, "port": _int("port", raw["port"], 0, 65535), "token_file": token_file,
             "max_body_bytes": _int("max_body_bytes", raw["max_body_bytes"], 1),
-            "queue_size": _int("queue_size", raw["queue_size"], 0), "queue_timeout": float(timeout)}
+            "queue_size": _int("queue_size", raw["queue_size"], 0), "queue_timeout": float(timeout),
+            "otlp_endpoint": endpoint, "service_name": service}
 
 
 def settings_hash(settings: dict[str, Any], tokens: tuple[str, ...]) -> str:
     """12 hex digits over the normalized settings and the tokens (a token file edited in place
     changes it). Served only behind the token: it is derived from the tokens."""
-    canonical = json.dumps({**normalize_settings(settings), "tokens": sorted(tokens)}, sort_keys=True,
+    normal = {k: v for k, v in normalize_settings(settings).items() if k not in OPTIONAL or v != OPTIONAL[k]}
+    canonical = json.dumps({**normal, "tokens": sorted(tokens)}, sort_keys=True,
                            separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

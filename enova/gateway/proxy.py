@@ -12,6 +12,8 @@ Then one of three ways back:
   - `generate_stream`: a completions stream turned into /generate NDJSON (parses each event).
 If the client goes away, the upstream connection is closed (the engine aborts the request)
 and the slot is freed; if the replica breaks a started stream, an error event ends it.
+When the request is traced (`ex.span`, see `tracing`), the request to the replica carries the
+span's `traceparent`, and the exchange records why that replica, the queue wait, TTFT and usage.
 Called by `server`'s handlers.
 """
 
@@ -33,6 +35,7 @@ from .generate import GenerateStream
 from .metrics import GatewayMetrics
 from .registry import Deployment, Registry
 from .router import Replica
+from .tracing import upstream_headers
 
 log = logging.getLogger("enova.gateway")
 
@@ -48,6 +51,15 @@ def _describe(exc: BaseException) -> str:
 
 def _stream_error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "upstream_error", "param": None, "code": "stream_broken"}}
+
+
+def _routing(pool: Any, replica: Replica, queued: bool, waited: float) -> str:
+    """Why a traced request went to `replica`: the router's choice, or the first slot freed."""
+    if queued:
+        return f"queued {waited * 1000:.1f} ms for a free slot; took the first one freed, on {replica.id}"
+    low, tied = pool.last_pick
+    why = f"fewest in flight ({low}, limit {replica.view.limit})"
+    return why + (f", round-robin among {tied} tied" if tied > 1 else "")
 
 
 class Upstream:
@@ -90,12 +102,21 @@ class Proxy:
     async def open(self, ex: Exchange, dep: Deployment, path: str, body: bytes) -> Upstream:
         """Send `body` to a replica of `dep`; return when its response headers arrived.
         Raises GatewayError (429/503 from admission, 502 unreachable, 504 no answer)."""
+        traced = ex.span is not None
+        if traced:
+            pool, began = dep.pool, self.clock()
+            picks, queued = pool.picks, dep.admission.depth > 0
         replica = await dep.admission.acquire()
+        headers = _UPSTREAM_HEADERS
+        if traced:
+            ex.queue_wait = self.clock() - began
+            ex.routing = _routing(pool, replica, queued or pool.picks != picks + 1, ex.queue_wait)
+            headers = upstream_headers(ex.span, _UPSTREAM_HEADERS)
         tried: list[str] = []
         while True:
             ex.replica = replica.id
             try:
-                response = await self.session.post(replica.base_url + path, data=body, headers=_UPSTREAM_HEADERS)
+                response = await self.session.post(replica.base_url + path, data=body, headers=headers)
             except _RETRYABLE as exc:
                 self.registry.record_failure(dep, replica, _describe(exc))
                 self.registry.release(dep, replica)
@@ -109,6 +130,8 @@ class Proxy:
                 log.info("retrying a request to %s on %s: %s failed to connect (%s)", dep.name, retry.id,
                          replica.id, _describe(exc))
                 self.metrics.retries.labels(dep.name).inc()
+                if traced:
+                    ex.routing += f"; {replica.id} failed to connect, retried on {retry.id}"
                 replica = retry
                 continue
             except asyncio.TimeoutError as exc:     # connected, but no response headers in time
@@ -132,8 +155,10 @@ class Proxy:
         return {"Content-Type": content_type or up.response.headers.get("Content-Type", "application/json"),
                 "X-Enova-Deployment": up.dep.name, "X-Enova-Replica": up.replica.id}
 
-    def _usage(self, dep: str, usage: Any) -> None:
+    def _usage(self, ex: Exchange, dep: str, usage: Any) -> None:
         prompt, completion = sse.usage_counts(usage)
+        if isinstance(usage, dict):
+            ex.input_tokens, ex.output_tokens = prompt, completion
         if prompt:
             self.metrics.prompt_tokens.labels(dep).inc(prompt)
         if completion:
@@ -168,7 +193,7 @@ class Proxy:
             except ValueError:
                 answer = None
             if isinstance(answer, dict):
-                self._usage(up.dep.name, answer.get("usage"))
+                self._usage(ex, up.dep.name, answer.get("usage"))
                 if translate is not None:
                     body = json.dumps(translate(answer)).encode()
                     content_type = "application/json"
@@ -181,7 +206,7 @@ class Proxy:
         """Send an SSE stream on as it comes; time its tokens; count (and maybe drop) its usage."""
         def emit(k: str, event: bytes) -> bytes:
             if k is sse.USAGE:
-                self._usage(up.dep.name, (sse.data(event) or {}).get("usage"))
+                self._usage(ex, up.dep.name, (sse.data(event) or {}).get("usage"))
                 if drop_usage:
                     return b""
             return event + b"\n\n"
@@ -201,7 +226,7 @@ class Proxy:
             if parsed is None:
                 return b""
             if k is sse.USAGE:
-                self._usage(up.dep.name, parsed.get("usage"))
+                self._usage(ex, up.dep.name, parsed.get("usage"))
             return gs.event(parsed)
 
         def broken(message: str) -> bytes:
@@ -234,7 +259,8 @@ class Proxy:
                         if k is sse.TOKEN:
                             now = self.clock()
                             if last is None:
-                                ttft.observe(now - ex.started)
+                                ex.ttft = now - ex.started
+                                ttft.observe(ex.ttft)
                             else:
                                 itl.observe(now - last)
                             last = now

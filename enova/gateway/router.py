@@ -69,6 +69,8 @@ class Pool:
         self._eject_after = eject_after
         self._probe_interval = probe_interval
         self._rr = 0
+        self.picks = 0              # calls to pick (a traced request tells whether it queued by it)
+        self.last_pick = (0, 0)     # (in flight on the chosen replica before it, replicas tied for it)
 
     def sync(self, view: DeploymentView | None) -> list[Replica]:
         """Follow a snapshot (None: the deployment's records are gone). Replicas absent from it
@@ -99,6 +101,7 @@ class Pool:
 
     def pick(self, exclude: Iterable[str] = ()) -> Replica | None:
         """The routable replica below its limit with the fewest requests in flight, or None."""
+        self.picks += 1
         excluded = set(exclude)
         best: list[Replica] = []
         low = None
@@ -111,6 +114,7 @@ class Pool:
                 best.append(r)
         if not best:
             return None
+        self.last_pick = (low, len(best))
         if len(best) == 1:
             return best[0]
         best.sort(key=lambda r: r.id)

@@ -13,6 +13,8 @@ new token list, body limit and queue settings apply to the next request, while t
 socket, open connections and requests in flight are untouched. A bad file (unreadable, a bad
 value, a token file with no token) is logged and the running settings kept. A changed host or
 port is not applied in place (it needs a new process; `enova apply` hands over to one).
+Tracing follows a reload too: a new otlp_endpoint or service_name replaces the exporter (the
+old one flushes in the background); see `tracing`.
 
 `build_app(config)` makes the aiohttp application (tests drive it directly); its lifecycle
 opens the shared upstream connection pool, loads membership once before serving, and runs
@@ -52,6 +54,7 @@ from .prober import Prober
 from .proxy import Proxy
 from .registry import Deployment, Registry
 from .source import EndpointSource, StateDirectorySource
+from .tracing import Tracing, follow_reload, make_tracing
 from .watch import Watcher
 
 log = logging.getLogger("enova.gateway")
@@ -70,6 +73,7 @@ class GatewayState:
     clock: Callable[[], float]
     session: aiohttp.ClientSession | None = None
     proxy: Proxy | None = None
+    tracing: Tracing | None = None          # None: tracing off (no otlp_endpoint)
     tasks: list[asyncio.Task] = field(default_factory=list)
     last_reload: dict[str, Any] = field(default_factory=lambda: {"ok": True, "error": None, "count": 0})
 
@@ -97,6 +101,8 @@ class GatewayState:
         before = self.config.config_hash
         self.config = new
         self.registry.reconfigure(new)
+        if self.session is not None:            # serving: tracing follows (else _lifecycle makes it)
+            self.tracing = follow_reload(self.tracing, new)
         self.last_reload = {"ok": True, "error": None, "count": count}
         log.info("reloaded %s: config %s -> %s (%d token(s), max_body_bytes %d, queue_size %d, "
                  "queue_timeout %g)", path, before, new.config_hash, len(new.tokens), new.max_body_bytes,
@@ -192,6 +198,8 @@ async def guard(request: web.Request, handler) -> web.StreamResponse:
     st = request.app[STATE]
     api = API_PATHS.get(request.path)
     ex = Exchange(api, st.clock()) if api else None
+    if ex is not None and st.tracing is not None:
+        ex.span = st.tracing.start(request.method, request.path, request.headers)
     request[EXCHANGE] = ex
     try:
         try:
@@ -333,6 +341,7 @@ async def _lifecycle(app: web.Application):
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout),
         auto_decompress=False)
     st.proxy = Proxy(st.registry, st.metrics, st.session, retry_after=cfg.retry_after_unavailable, clock=st.clock)
+    st.tracing = make_tracing(cfg)
     await st.watcher.reload()
     prober = Prober(st.registry, st.session, interval=cfg.probe_interval, timeout=cfg.probe_timeout)
     st.tasks = [asyncio.create_task(st.watcher.run()), asyncio.create_task(prober.run()),
@@ -344,6 +353,9 @@ async def _lifecycle(app: web.Application):
             task.cancel()
         await asyncio.gather(*st.tasks, return_exceptions=True)
         await st.session.close()
+        if st.tracing is not None:
+            tracing, st.tracing = st.tracing, None
+            await asyncio.to_thread(tracing.shutdown)
 
 
 def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,

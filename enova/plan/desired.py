@@ -129,5 +129,10 @@ def desired_gateway(specs: SpecSet) -> DesiredGateway | None:
         "host": spec.host, "port": spec.port, "token_file": token_file,
         "max_body_bytes": spec.max_body_bytes, "queue_size": spec.queue_size, "queue_timeout": spec.queue_timeout,
     }
+    # tracing keys only when set, so the hash of a spec without them is what it was before they existed
+    if spec.otlp_endpoint is not None:
+        config["otlp_endpoint"] = spec.otlp_endpoint
+    if spec.service_name != GatewaySpec.model_fields["service_name"].default:
+        config["service_name"] = spec.service_name
     return DesiredGateway(config=config, config_hash=config_hash(config))
 

@@ -870,6 +870,11 @@ class GatewaySpec(StrictModel):
     max_body_bytes: int = Field(1048576, gt=0, description="Largest request body accepted (413 above it).")
     queue_size: int = Field(100, ge=0, description="Requests that may wait per deployment when every replica is busy.")
     queue_timeout: Duration = Field(30.0, description="How long a queued request waits before a 429.")
+    otlp_endpoint: Union[str, None] = Field(
+        None, pattern=r"^https?://[^/\s]+", description="An OTLP/HTTP traces endpoint (e.g. "
+        "http://127.0.0.1:4318/v1/traces) that receives one span per API request; none: tracing off. "
+        "Changed in place (reload).")
+    service_name: str = Field("enova-gateway", min_length=1, description="The service.name of the gateway's spans.")
 
     @field_validator("token_file")
     @classmethod

@@ -99,8 +99,8 @@ TABLE = {
     ],
     "two_gateways.yaml": [
         "two_gateways.yaml:7 kind: only one Gateway document is allowed; first at two_gateways.yaml:3",
-        "two_gateways.yaml:9 spec.hostt: unknown field; expected one of: enabled, host, max_body_bytes, port,"
-        " queue_size, queue_timeout, token_file; did you mean 'host'?",
+        "two_gateways.yaml:9 spec.hostt: unknown field; expected one of: enabled, host, max_body_bytes,"
+        " otlp_endpoint, port, queue_size, queue_timeout, service_name, token_file; did you mean 'host'?",
         "two_gateways.yaml:9 spec.port: must be <= 65535 (got 99999)",
     ],
     "reserved_engine_env.yaml": [
