@@ -129,8 +129,9 @@ def write_state(state: Path, upstream: subprocess.Popen, port: int) -> None:
     store.write_deployment(DeploymentRecord(name="bench", replicas=1, config_hash="x", config=CONFIG,
                                             applied_at=0, serving=serving))
     store.write_replica(ReplicaRecord(
-        id="bench-up", deployment="bench", pid=upstream.pid, create_time=psutil.Process(upstream.pid).create_time(),
-        host="127.0.0.1", port=port, config_hash="x", config=CONFIG, argv=[], log="/dev/null", state="ready"))
+        id="bench-up", deployment="bench", host="127.0.0.1", port=port, config_hash="x", config=CONFIG, argv=[],
+        log="/dev/null", runtime="local", state="ready",
+        handle={"pid": upstream.pid, "create_time": psutil.Process(upstream.pid).create_time()}))
 
 
 def start_gateway(tmp: Path, state: Path, port: int) -> subprocess.Popen:
