@@ -24,7 +24,8 @@ from .vllm import Launch, device_for, render_launch
 
 CONTAINER_PORT = 8000          # the engine's port inside every container
 HF_CACHE_VOLUME = "enova-hf-cache"   # a named volume: weights downloaded once per Docker host
-HF_CACHE_TARGET = "/root/.cache/huggingface"
+# where the volume is mounted, named to the engine by HF_HOME, so it holds whatever user the image runs as
+HF_CACHE_TARGET = "/hf-cache"
 MODELS_TARGET = "/models"      # local and builtin model folders are mounted read-only below it
 
 LABEL = "io.enova."
@@ -93,7 +94,8 @@ def parse_volume(text: str) -> Mount:
 def model_mount(model_kind: str, model_path: str) -> tuple[str, tuple[Mount, ...]]:
     """Where the engine finds the model inside the container, and what to mount for it: a
     folder (builtin or local) read-only below /models; a hub id as is, with the shared Hugging
-    Face cache volume so weights are downloaded once per Docker host."""
+    Face cache volume (at HF_CACHE_TARGET, named by HF_HOME) so weights are downloaded once per
+    Docker host."""
     if model_kind == "hub":
         return model_path, (Mount(HF_CACHE_VOLUME, HF_CACHE_TARGET, read_only=False),)
     target = f"{MODELS_TARGET}/{os.path.basename(os.path.normpath(model_path))}"
@@ -131,7 +133,10 @@ def container_spec(*, deployment: str, replica_id: str, config: dict[str, Any], 
     adoption."""
     docker = config.get("docker") or {}
     _, mounts = model_mount(model_kind, model_path)
-    env = {**launch.env, **{str(k): str(v) for k, v in (docker.get("env") or {}).items()}}
+    env = dict(launch.env)
+    if model_kind == "hub":
+        env["HF_HOME"] = HF_CACHE_TARGET
+    env.update({str(k): str(v) for k, v in (docker.get("env") or {}).items()})
     labels = {MANAGED_BY: MANAGER, DEPLOYMENT: deployment, REPLICA: replica_id, CONFIG_HASH: config_hash,
               REVISION: revision}
     if record is not None:

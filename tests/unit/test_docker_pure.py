@@ -54,6 +54,7 @@ def test_a_hub_model_shares_one_hugging_face_cache_volume_per_engine():
     [mount] = create_kwargs(spec)["mounts"]
     assert (mount["Type"], mount["Source"], mount["ReadOnly"]) == ("volume", "enova-hf-cache", False)
     assert "HF_HUB_OFFLINE" not in spec.env
+    assert spec.env["HF_HOME"] == mount["Target"]  # the engine looks where the volume is, whatever its user
 
 
 def test_the_endpoint_is_this_host_for_a_local_engine_and_the_remote_host_otherwise():
