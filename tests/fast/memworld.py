@@ -114,3 +114,12 @@ class MemWorld:
 
     def records(self, name: str) -> dict[str, Any]:
         return {r.id: r for r in self.store.replicas(name)}
+
+
+def reconciler(w: MemWorld, stop: threading.Event | None = None, **kwargs) -> "Reconciler":
+    """A Reconciler on the world's specs, state, in-memory runtime and fake clock, specs loaded."""
+    from enova.reconcile.controller import Reconciler
+    rec = Reconciler(w.specs_dir, w.settings, stop=stop or threading.Event(), clock=w.clock, runtime=w.runtime,
+                     applier_options=w.applier_options(), validate=lambda specs: None, **kwargs)
+    rec._load_specs("test")
+    return rec

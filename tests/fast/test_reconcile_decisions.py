@@ -11,19 +11,13 @@ import pytest
 from enova.errors import TemporaryError
 from enova.reconcile.controller import Reconciler
 
-from .memworld import MemWorld, deployment_doc
+from .memworld import MemWorld, deployment_doc, reconciler
 
 
 @pytest.fixture
 def w(tmp_path) -> MemWorld:
     return MemWorld(tmp_path)
 
-
-def reconciler(w: MemWorld, stop: threading.Event | None = None, **kwargs) -> Reconciler:
-    rec = Reconciler(w.specs_dir, w.settings, stop=stop or threading.Event(), clock=w.clock, runtime=w.runtime,
-                     applier_options=w.applier_options(), validate=lambda specs: None, **kwargs)
-    rec._load_specs("test")
-    return rec
 
 
 def test_per_deployment_passes_keep_the_default_of_the_whole_spec_set(w):

@@ -18,19 +18,13 @@ from enova.errors import PermanentError
 from enova.monitor.targets import RECONCILER_FILE, targets_dir
 from enova.reconcile.controller import Reconciler
 
-from .memworld import MemWorld, deployment_doc
+from .memworld import MemWorld, deployment_doc, reconciler
 
 
 @pytest.fixture
 def w(tmp_path) -> MemWorld:
     return MemWorld(tmp_path)
 
-
-def reconciler(w: MemWorld, stop: threading.Event | None = None, **kwargs) -> Reconciler:
-    rec = Reconciler(w.specs_dir, w.settings, stop=stop or threading.Event(), clock=w.clock, runtime=w.runtime,
-                     applier_options=w.applier_options(), validate=lambda specs: None, **kwargs)
-    rec._load_specs("test")
-    return rec
 
 
 def sample(rec: Reconciler, name: str, **labels) -> float:
