@@ -27,6 +27,7 @@ import pytest
 from tests.docker.conftest import cpu_engine_image, docker_engine  # noqa: F401 - fixtures
 
 from .conftest import ENOVA, Cli, _cli_in, complete, stop_recorded_processes
+from .test_reconciler import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -108,17 +109,6 @@ class Load:
 
 def containers(client, **filters) -> list:
     return client.containers.list(all=True, filters={**MANAGED, **filters})
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
