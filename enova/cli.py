@@ -31,30 +31,10 @@ app = typer.Typer(
 )
 
 
-class Output(str, Enum):
-    text = "text"
-    json = "json"
-
-
-class _State:
-    settings: Settings
-    state_dir_given: bool = False
-
-
-_state = _State()
-
-
-def _err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _progress(message: str) -> None:
-    _err(f"enova: {message}")
-
-
-def _fail(exc: EnovaError, code: int | None = None) -> typer.Exit:
-    _err(f"error: {exc}")
-    return typer.Exit(code if code is not None else exc.exit_code)
+from enova.commands.common import (  # noqa: E402 - shared by every command module
+    Output, OutputOpt, PruneOpt, SpecsArg, err as _err, fail as _fail, progress as _progress, state as _state,
+    workspace as _workspace,
+)
 
 
 def _version_callback(value: bool) -> None:
@@ -78,61 +58,30 @@ def main_options(
     _state.state_dir_given = state_dir is not None
 
 
-SpecsArg = Annotated[Path, typer.Argument(help="A spec file or a directory of them (read recursively).")]
-PruneOpt = Annotated[bool, typer.Option("--prune", help="Delete deployments that are no longer in the specs.")]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json.")]
 
 
 def _load(path: Path):
-    from enova.engines.argspec import validate_engine_args
-    from enova.spec.loader import load_specs
-    specs = load_specs(path)
-    validate_engine_args(specs, _state.settings.cache_dir)
-    return specs
+    return _workspace().load(path)
 
 
 def _runtime(store, specs=None):
-    """Every runtime behind one (enova.runtime.select); `specs` names the Docker engines to look
-    for enova's containers on."""
-    from enova.runtime.select import Runtimes, spec_docker_hosts
-    return Runtimes(store, progress=_progress, docker_hosts=lambda: spec_docker_hosts(specs))
+    return _workspace().runtime(store, specs)
 
 
 def _observe(specs=None):
-    from enova.observe.state import StateStore
-    from enova.runtime.world import observe
-    store = StateStore(_state.settings.state_dir)
-    runtime = _runtime(store, specs)
-    return store, runtime, observe(store, runtime, now=time.time())
+    return _workspace().observe(specs)
 
 
 def _rotate_logs(store) -> None:
-    """Replica and gateway logs are rotated by copy-and-truncate (enova.observe.logs); a failure
-    is reported, never fatal."""
-    from enova.observe.logs import rotate_logs
-    try:
-        rotate_logs(store.root / "logs")
-    except (OSError, EnovaError) as exc:
-        _progress(f"log rotation: {exc}")
+    _workspace().rotate_logs(store)
 
 
 def _facts(specs):
-    """What engine.args auto is planned against: this host's GPUs and memory, the models' geometry
-    (None when no deployment asks for auto: nothing to observe)."""
-    if not any(located.doc.spec.engine.auto for located in specs.deployments.values()):
-        return None
-    from enova.apply.facts import gather_facts
-    return gather_facts(specs, cache_dir=_state.settings.cache_dir)
+    return _workspace().facts(specs)
 
 
 def _plan(specs, world, prune: bool):
-    """The plan; a deployment with `scaling` is planned at the autoscaler's persisted count."""
-    from enova.observe.scaler import ScalerStore
-    from enova.plan.desired import desired_gateway, desired_state
-    from enova.plan.diff import compute_plan
-    scaled = ScalerStore(_state.settings.state_dir).targets()
-    return compute_plan(desired_state(specs, scaled, facts=_facts(specs)), world.deployments, prune=prune,
-                        gateway=desired_gateway(specs), observed_gateway=world.gateway)
+    return _workspace().plan(specs, world, prune)
 
 
 def _render(plan, output: Output) -> str:
@@ -280,19 +229,12 @@ def _ensure_monitoring(spec_set) -> None:
 
 
 def _targets() -> None:
-    """Rewrite the monitoring scrape targets from the records (Prometheus follows on its own)."""
-    from enova.monitor.targets import refresh_targets
-    refresh_targets(_state.settings.state_dir)
+    _workspace().refresh_targets()
 
 
 def _revision(specs: Path) -> str:
-    """The specs' git revision ("abc1234", "+dirty" when edited), which replicas are labelled with."""
-    from enova.reconcile.gitsource import git_info
-    try:
-        info = git_info(specs)
-    except EnovaError:
-        return ""
-    return info.short() if info else ""
+    from enova.workspace import revision
+    return revision(specs)
 
 
 def _report_blocked(plan) -> None:
@@ -791,59 +733,12 @@ def service_uninstall(
     print(f"{result.unit_path}: {result.message}")
 
 
-mon_app = typer.Typer(help="Monitoring: a Prometheus that scrapes the gateway and every replica.",
-                      no_args_is_help=True)
-app.add_typer(mon_app, name="mon")
+from enova.commands import app as _app_cmd, mon as _mon_cmd, pilot as _pilot_cmd, webui as _webui_cmd  # noqa: E402
 
-
-@mon_app.command("start")
-def mon_start(specs: Annotated[Optional[Path], typer.Argument(
-        help="Specs holding a Monitoring document (default: its defaults).")] = None) -> None:
-    """Write Prometheus's configuration and scrape targets, start Prometheus (or keep the running
-    one when its settings are unchanged) and print its URL and targets."""
-    from enova.monitor.process import reload_monitoring, start_monitoring, sync_rules
-    from enova.monitor.prometheus import monitoring_config
-    from enova.spec.loader import load_specs
-    try:
-        spec_set = load_specs(specs) if specs is not None else None
-        changed = sync_rules(_state.settings.state_dir, spec_set)
-        result = start_monitoring(_state.settings.state_dir, monitoring_config(spec_set), progress=_progress)
-        if changed and result.action == "already running":
-            reload_monitoring(_state.settings.state_dir)
-    except EnovaError as exc:
-        raise _fail(exc)
-    record = result.record
-    ready = f", ready in {record.ready_seconds:.2f} s" if result.action != "already running" and \
-        record.ready_seconds is not None else ""
-    print(f"prometheus {result.action}: {record.url} (pid {record.pid}{ready})")
-    for job, groups in result.targets.items():
-        addresses = [f"{a} {' '.join(f'{k}={v}' for k, v in sorted(g.get('labels', {}).items()))}".rstrip()
-                     for g in groups for a in g.get("targets", [])]
-        print(f"  {job}: {', '.join(addresses) if addresses else 'no targets yet'}")
-
-
-@mon_app.command("status")
-def mon_status(output: OutputOpt = Output.text) -> None:
-    """Which monitoring parts run, their URLs, and every scrape target with whether it is up."""
-    from enova.monitor.view import build_view, render_text
-    try:
-        view = build_view(_state.settings.state_dir)
-    except EnovaError as exc:
-        raise _fail(exc)
-    if output is Output.json:
-        print(json.dumps(view.to_dict(), indent=2))
-    else:
-        sys.stdout.write(render_text(view))
-
-
-@mon_app.command("stop")
-def mon_stop() -> None:
-    """Stop the Prometheus `enova mon start` started; its stored metrics are kept."""
-    from enova.monitor.process import stop_monitoring
-    try:
-        print(stop_monitoring(_state.settings.state_dir))
-    except EnovaError as exc:
-        raise _fail(exc)
+app.add_typer(_mon_cmd.mon_app, name="mon")
+app.add_typer(_app_cmd.app_app, name="app")
+app.add_typer(_webui_cmd.webui_app, name="webui")
+app.add_typer(_pilot_cmd.pilot_app, name="pilot")
 
 
 @app.command()
