@@ -1,0 +1,186 @@
+"""Compose mode against a real Docker engine (the private dockerd of tests/docker): `enova mon start
+--mode compose` lists missing images with their `docker pull` lines and creates nothing; and the
+Docker SDK path runs the rendered file's Prometheus service for real (Debian's Prometheus imported
+as an image, standing in for the pinned prom/prometheus), which scrapes a real target on the
+host's loopback through the target files of the state directory.
+
+Grafana, the collector, Tempo and DCGM's exporter are not run here: their images cannot be pulled
+on this machine (no registry), and a stand-in for them would prove nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from enova.monitor.compose import (
+    IMAGES,
+    LABEL_PROJECT,
+    PROJECT,
+    ComposeOptions,
+    ComposePaths,
+    compose_view,
+    project_containers,
+    start_compose,
+    stop_compose,
+)
+from enova.monitor.prometheus import monitoring_config
+from enova.observe.gpus import GpuInventory, gpu_inventory
+from enova.observe.state import GatewayRecord, StateStore
+from tests.docker.conftest import docker_client, docker_engine  # noqa: F401  (the session's engine)
+from tests.docker.engine import RUN_DIR
+
+from .compose_image import ensure_prometheus_image
+
+ENOVA = str(Path(sys.executable).with_name("enova"))
+NO_GPU = GpuInventory(reason="no GPU in this test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def project_labelled(client) -> list:
+    return client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={PROJECT}"]})
+
+
+def test_mon_start_lists_each_missing_image_with_docker_pull_and_creates_nothing(docker_engine, docker_client,  # noqa: F811
+                                                                                tmp_path):
+    assert not project_labelled(docker_client)
+    env = {**os.environ, "ENOVA_STATE_DIR": str(tmp_path / "state"), "DOCKER_HOST": docker_engine}
+    done = subprocess.run([ENOVA, "mon", "start", "--mode", "compose"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    expected = [image for service, image in IMAGES.items()
+                if service != "dcgm-exporter" or gpu_inventory().available]
+    for image in expected:
+        assert f"\n  docker pull {image}\n" in done.stderr + "\n", done.stderr
+    assert "nothing was created" in done.stderr
+    if not gpu_inventory().available:
+        assert "dcgm-exporter" not in done.stderr
+    assert not project_labelled(docker_client)
+    state = tmp_path / "state" / "monitoring"
+    assert not (state / "compose").exists() and not (state / "grafana-admin-password").exists()
+
+
+class _Target(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        body = b"# TYPE enova_compose_test_up gauge\nenova_compose_test_up 1\n"
+        self.send_response(200 if self.path == "/metrics" else 404)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def target():
+    """A real /metrics page on the host's loopback, as the gateway serves one."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def prometheus_image(docker_client) -> str:  # noqa: F811
+    return ensure_prometheus_image(docker_client, RUN_DIR / "build")
+
+
+@pytest.fixture
+def stack(tmp_path, docker_engine, prometheus_image, target):  # noqa: F811
+    """The state directory with a gateway record at the target, and a start_compose for the
+    rendered file's Prometheus service alone; the project is stopped afterwards."""
+    state = tmp_path / "state"
+    StateStore(state).write_gateway(GatewayRecord(pid=1, create_time=1.0, config_hash="g",
+                                                  config={"host": "127.0.0.1", "port": target}, argv=[], log=""))
+    config = dataclasses.replace(monitoring_config(None), port=free_port(), scrape_interval=1.0)
+    options = ComposeOptions(images={"prometheus": prometheus_image})
+
+    def start(config=config):
+        return start_compose(state, config, options, None, NO_GPU, docker_host=docker_engine,
+                             services=("prometheus",), ready_timeout=60)
+
+    yield state, config, start
+    stop_compose(state, docker_host=docker_engine)
+
+
+def wait_for_up(url: str, job: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        resp = httpx.get(f"{url}/api/v1/targets", timeout=2, trust_env=False)
+        last = [t for t in resp.json()["data"]["activeTargets"] if t["labels"]["job"] == job]
+        if last and last[0]["health"] == "up":
+            return last[0]
+        time.sleep(0.5)
+    raise AssertionError(f"{job} not up within {timeout} s: {last}")
+
+
+def test_the_sdk_path_runs_prometheus_from_the_rendered_file_and_it_scrapes_a_host_target(stack, target,
+                                                                                         docker_client):  # noqa: F811
+    state, config, start = stack
+    result = start()
+    [prometheus] = result.services
+    assert prometheus.action == "created" and prometheus.ready_seconds is not None
+    up = wait_for_up(config.url, "enova-gateway")
+    assert up["scrapeUrl"] == f"http://127.0.0.1:{target}/metrics"
+    query = httpx.get(f"{config.url}/api/v1/query", params={"query": "enova_compose_test_up"}, timeout=5,
+                      trust_env=False).json()
+    assert [r["value"][1] for r in query["data"]["result"]] == ["1"]
+
+    container = project_containers(docker_client)["prometheus"]
+    assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    mounts = {m["Destination"]: m["RW"] for m in container.attrs["Mounts"]}
+    paths = ComposePaths(state).monitor
+    assert mounts == {"/etc/prometheus/prometheus.yml": False, str(paths.targets): False,
+                      str(paths.rules): False, str(paths.data): True}
+    password = ComposePaths(state).password
+    assert result.password == password.read_text() and stat.S_IMODE(password.stat().st_mode) == 0o600
+
+
+def test_a_second_start_with_the_same_settings_leaves_the_container_and_prints_no_password(stack, docker_client):  # noqa: F811,E501
+    state, config, start = stack
+    first = start()
+    created = project_containers(docker_client)["prometheus"].id
+    again = start()
+    assert [s.action for s in again.services] == ["unchanged"] and again.password is None
+    assert project_containers(docker_client)["prometheus"].id == created
+    view = compose_view(state, docker_host=again.docker_host)
+    assert [(s.service, s.state) for s in view.services] == [("prometheus", "running")]
+    assert view.password_file == first.password_file
+
+
+def test_changed_settings_recreate_prometheus_and_stop_keeps_its_data(stack, docker_client, docker_engine):  # noqa: F811
+    state, config, start = stack
+    start()
+    wait_for_up(config.url, "enova-gateway")
+    first = project_containers(docker_client)["prometheus"].id
+    changed = dataclasses.replace(config, scrape_interval=2.0)
+    assert [s.action for s in start(changed).services] == ["recreated"]
+    assert project_containers(docker_client)["prometheus"].id != first
+    wait_for_up(config.url, "enova-gateway")
+    message = stop_compose(state, docker_host=docker_engine)
+    assert "stopped and removed prometheus" in message
+    assert not project_labelled(docker_client)
+    data = ComposePaths(state).monitor.data
+    assert (data / "wal").is_dir() and any((data / "wal").iterdir())
+    assert stop_compose(state, docker_host=docker_engine) == "compose: no container of the project runs"
