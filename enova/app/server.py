@@ -64,7 +64,7 @@ class AppContext:
 
 
 def create_app(ctx: AppContext) -> FastAPI:
-    from . import api, pages, series
+    from . import api, pages, schemas, series
     from .auth import require_read_token
     from .runs import RunManager
     if ctx.runs is None:
@@ -76,6 +76,8 @@ def create_app(ctx: AppContext) -> FastAPI:
                               "<token>` (`enova app token` prints it).")
     app.state.ctx = ctx
     reads = [Security(require_read_token)] if ctx.reads_need_token else []
+    app.add_api_route("/healthz", api.healthz, methods=["GET"], response_model=schemas.Health, tags=["server"],
+                      summary="The server answers")
     app.include_router(api.router, dependencies=reads)
     app.include_router(series.router, dependencies=reads)
     app.include_router(pages.router, dependencies=reads)
