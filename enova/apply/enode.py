@@ -1,8 +1,13 @@
 """`enova enode run`: the seed's single-module command. One deployment described on the command
 line, served in the foreground behind the gateway; Ctrl-C (or SIGTERM) drains and stops it.
 
-It is `enova apply` for a spec built from options, with its own state directory (so it never
-touches what `enova apply specs/` manages) and a stop event instead of a return. Unknown
+It is `enova apply` for a spec built from options, in the shared state directory (so `enova
+status`, the app server and monitoring see what it runs), with a stop event instead of a return.
+It holds the state lock while it runs (no apply or reconciler acts meanwhile) and plans only its
+own deployment and the gateway, never pruning others. It refuses (exit 2) to start when the shared
+state already has a deployment of that name that another command started, or a live gateway that
+serves deployments enode does not own (enode stops its gateway when it stops). What an enode that
+was killed left behind (its deployment record names enode as its source) is adopted. Unknown
 `--flags` are vLLM engine args (`--max-num-seqs 8` and `--max_num_seqs=8` alike).
 Called by the CLI; tests call `run_enode` with their own stop event.
 """
@@ -35,6 +40,7 @@ from .gateway import stop_gateway
 from .facts import gather_facts
 
 Progress = Callable[[str], None]
+ENODE_SOURCE = "(enova enode run)"   # the spec "file" of enode's documents: deployment records name it
 
 
 def parse_engine_args(tokens: list[str]) -> dict[str, Any]:
@@ -99,7 +105,7 @@ def build_specs(*, model: str, name: str | None, replicas: int, cpus: int, gpus:
             problems += [f"{_option(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
     if problems:
         raise UsageError("invalid options:\n  " + "\n  ".join(problems))
-    here = Path.cwd() / "(enova enode run)"
+    here = Path.cwd() / ENODE_SOURCE
     return SpecSet(root=Path.cwd(), deployments={name: Located(docs[0], here, 0)}, slos={}, load_profiles={},
                    gateway=Located(docs[1], here, 0))
 
@@ -113,35 +119,65 @@ def _option(loc: tuple) -> str:
     return "--" + parts[-1].replace("_", "-")
 
 
-def run_enode(specs: SpecSet, settings: Settings, stop: Event, progress: Progress = lambda m: None) -> None:
-    """Start the deployment and the gateway, serve until `stop` is set, then drain and stop all.
-    Blocks. Raises EnovaError if something cannot start (what did start is stopped again)."""
-    port = specs.gateway.doc.spec.port if specs.gateway else 9199
-    store = StateStore(settings.state_dir / "enode" / str(port))
+def run_enode(specs: SpecSet, settings: Settings, stop: Event, progress: Progress = lambda m: None,
+              on_change: Callable[[], None] | None = None) -> None:
+    """Start the deployment and the gateway in the shared state directory, serve until `stop` is
+    set, then drain and stop both. Blocks. Raises UsageError (exit 2) when the shared state holds
+    what enode would take over (see the module docstring), LockHeldError when another enova
+    process acts on it, EnovaError if something cannot start (what did start is stopped again).
+    `on_change` is called when a replica or the gateway started or stopped (monitoring targets)."""
+    store = StateStore(settings.state_dir)
+    name = next(iter(specs.deployments))
     from enova.observe.lock import StateLock
     with StateLock(store.root, "enova enode run"):
+        _check_shared_state(store, name)
         runtime = Runtimes(store, progress=progress, docker_hosts=lambda: spec_docker_hosts(specs))
-        applier = Applier(store=store, settings=settings, runtime=runtime, progress=progress, stop=stop)
+        applier = Applier(store=store, settings=settings, runtime=runtime, progress=progress, stop=stop,
+                          on_change=on_change)
+        gateway_started = False
         try:
             world = observe(store, runtime, now=time.time())
             facts = gather_facts(specs, cache_dir=settings.cache_dir)
-            plan = compute_plan(desired_state(specs, facts=facts), world.deployments, prune=True,
+            observed = {name: world.deployments[name]} if name in world.deployments else {}
+            plan = compute_plan(desired_state(specs, facts=facts), observed, prune=False,
                                 gateway=desired_gateway(specs), observed_gateway=world.gateway)
             applier.preflight(plan)
+            gateway_started = True  # from here on, the gateway in the store is enode's
             result = applier.apply(plan)
             if result.failed:
                 raise EnovaError("; ".join(o.message for o in result.failed))
             gateway = store.read_gateway()
-            name = next(iter(specs.deployments))
             if gateway is not None:
                 progress(f"serving {name} on http://{gateway.config['host']}:{gateway.config['port']} "
                          "(/generate and /v1/*); Ctrl-C drains and stops")
             stop.wait()
         finally:
             progress("stopping: draining requests")
+            if store.has_deployment(name):
+                applier.delete(name)  # drained through the gateway, which still runs
             gateway = store.read_gateway()
-            if gateway is not None:
+            if gateway_started and gateway is not None:
                 stop_gateway(store, gateway)  # it finishes in-flight requests before exiting
-            for name in store.deployment_names():
-                applier.delete(name)
+                applier.changed()
             progress("stopped")
+
+
+def _check_shared_state(store: StateStore, name: str) -> None:
+    """Refuse to take over what another command started: a deployment of this name (unless an
+    enode that was killed left it), or a live gateway serving deployments that are not enode's."""
+    from enova.observe.processes import check_process
+    others = []
+    for other in store.deployment_names():
+        record = store.read_deployment(other)
+        by_enode = record is not None and record.source.rsplit(":", 1)[0].endswith(ENODE_SOURCE)
+        if other == name and not by_enode:
+            source = f"the specs at {record.source}" if record is not None and record.source else "another command"
+            raise UsageError(f"deployment {name} already runs in {store.root}, started by {source}; stop it "
+                             f"(`enova delete {name}`) or choose another --name")
+        if other != name and not by_enode:
+            others.append(other)
+    gateway = store.read_gateway()
+    if gateway is not None and others and check_process(gateway.pid, gateway.create_time).alive:
+        raise UsageError(f"the gateway in {store.root} (pid {gateway.pid} on {gateway.config.get('host')}:"
+                         f"{gateway.config.get('port')}) serves {', '.join(others)}, which enode does not own, and "
+                         "enode stops its gateway when it stops; delete those, or give enode another --state-dir")
