@@ -57,6 +57,7 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
         if config.mode == "compose":
             _start_compose(config, spec_set, grafana_port, dcgm.value)
             return
+        _refuse_while_compose_runs()
         changed = sync_rules(state.settings.state_dir, spec_set)
         result = start_monitoring(state.settings.state_dir, config, progress=progress)
         if changed and result.action == "already running":
@@ -68,6 +69,18 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
         record.ready_seconds is not None else ""
     print(f"prometheus {result.action}: {record.url} (pid {record.pid}{ready})")
     _print_targets(result.targets)
+
+
+def _refuse_while_compose_runs() -> None:
+    """Local mode's start, while compose mode's containers run here: a clear error instead of a
+    port conflict. Asks the engine only when compose mode was started in this state directory."""
+    from enova.errors import UsageError
+    from enova.monitor.compose import compose_view
+    composed = compose_view(state.settings.state_dir)
+    running = [s.service for s in composed.services if s.state == "running"] if composed else []
+    if running:
+        raise UsageError(f"monitoring: compose mode runs here ({', '.join(running)}); `enova mon stop` it "
+                         "before starting local mode, or start with --mode compose")
 
 
 def _print_targets(targets: dict) -> None:
@@ -110,11 +123,11 @@ def _start_compose(config, spec_set, grafana_port: int, dcgm: str) -> None:
 @mon_app.command("status")
 def mon_status(output: OutputOpt = Output.text) -> None:
     """Which monitoring parts run, their URLs, and every scrape target with whether it is up."""
-    from enova.monitor.compose import compose_view, render_view_text
+    from enova.monitor.compose import compose_view, merge_view, render_view_text
     from enova.monitor.view import build_view, render_text
     try:
-        view = build_view(state.settings.state_dir)
         composed = compose_view(state.settings.state_dir)
+        view = merge_view(build_view(state.settings.state_dir), composed)
     except EnovaError as exc:
         raise fail(exc)
     if output is Output.json:

@@ -253,6 +253,7 @@ def render_project(state_dir: Path, config: MonitoringConfig, options: ComposeOp
              "GF_AUTH_ANONYMOUS_ENABLED": "false", "GF_USERS_ALLOW_SIGN_UP": "false",
              "GF_SECURITY_DISABLE_GRAVATAR": "true", "GF_ANALYTICS_REPORTING_ENABLED": "false",
              "GF_ANALYTICS_CHECK_FOR_UPDATES": "false", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+             "GF_LOG_MODE": "console",
              "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": f"{DASHBOARDS_IN_CONTAINER}/enova.json"}.items()),
          "volumes": [_mount(paths.grafana_data, "/var/lib/grafana", False),
                      _mount(root / "grafana/provisioning", "/etc/grafana/provisioning", True),
@@ -607,7 +608,7 @@ def _wait_ready(client: Any, rendered: RenderedProject, results: list[ServiceRes
 
 def reload_prometheus(state_dir: Path, docker_host: str | None = None) -> bool:
     """SIGHUP to the project's Prometheus container (after rules changed). False when none runs."""
-    client = connect(docker_host)
+    client = connect(docker_host or recorded_host(ComposePaths(Path(state_dir))))
     try:
         container = project_containers(client).get("prometheus")
         if container is None or container.status != "running":
@@ -618,6 +619,15 @@ def reload_prometheus(state_dir: Path, docker_host: str | None = None) -> bool:
         client.close()
 
 
+def recorded_host(paths: ComposePaths) -> str | None:
+    """The Docker engine the last compose start used, from its record; None without one."""
+    try:
+        host = json.loads(paths.record.read_text()).get("docker_host")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(host) if host else None
+
+
 def stop_compose(state_dir: Path, *, docker_host: str | None = None, timeout: int = 30) -> str:
     """Stop and remove the project's containers; every data folder (Prometheus's TSDB, Grafana's
     and Tempo's data, the password file) is kept. Idempotent. Returns what was done. Raises
@@ -626,7 +636,7 @@ def stop_compose(state_dir: Path, *, docker_host: str | None = None, timeout: in
     lock = StateLock(paths.monitor.root, purpose="enova mon stop (compose)")
     lock.acquire()
     try:
-        client = connect(docker_host)
+        client = connect(docker_host or recorded_host(paths))
         try:
             found = project_containers(client)
             ours = {s: c for s, c in found.items() if c.labels.get(LABEL_MANAGED) == "enova"}
@@ -696,6 +706,28 @@ def compose_view(state_dir: Path, *, docker_host: str | None = None) -> ComposeV
     finally:
         client.close()
     return ComposeView(services=views, **base)
+
+
+def merge_view(view: Any, composed: ComposeView | None, *, timeout: float = 2.0) -> Any:
+    """`enova mon status`'s view (enova.monitor.view.MonitorView) with compose mode's Prometheus in
+    place of local mode's when its container runs: the part says so and the targets' health is
+    that Prometheus's own. Unchanged otherwise. Asks Prometheus over HTTP (up to `timeout`)."""
+    from dataclasses import replace
+
+    from .view import PartView, _active_targets, _sorted
+
+    running = composed is not None and any(s.service == "prometheus" and s.state == "running"
+                                           for s in composed.services)
+    if not running or any(p.name == "prometheus" and p.state != "stopped" for p in view.parts):
+        return view
+    assert composed is not None
+    url = composed.urls.get("prometheus", "")
+    part = PartView("prometheus", "running", url, detail=f"container {PROJECT}-prometheus (compose mode)")
+    parts = [part if p.name == "prometheus" else p for p in view.parts]
+    answered = _active_targets(url, timeout) if url else None
+    if answered is None:
+        return replace(view, mode="compose", parts=parts)
+    return replace(view, mode="compose", parts=parts, targets=_sorted(answered), targets_from="prometheus")
 
 
 def render_view_text(view: ComposeView) -> str:

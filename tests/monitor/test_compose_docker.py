@@ -10,6 +10,7 @@ on this machine (no registry), and a stand-in for them would prove nothing."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import stat
@@ -50,6 +51,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def enova(state: Path, *args: str, docker_host: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ENOVA_STATE_DIR": str(state)}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    return subprocess.run([ENOVA, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def project_labelled(client) -> list:
@@ -169,6 +177,30 @@ def test_a_second_start_with_the_same_settings_leaves_the_container_and_prints_n
     assert view.password_file == first.password_file
 
 
+def test_mon_status_shows_the_containers_and_the_compose_prometheus_target_health(stack, target):
+    state, config, start = stack
+    start()
+    wait_for_up(config.url, "enova-gateway")
+    done = enova(state, "mon", "status", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["mode"] == "compose" and status["targets_from"] == "prometheus"
+    assert [(p["name"], p["state"], p["url"]) for p in status["parts"]] == [("prometheus", "running", config.url)]
+    assert [(t["job"], t["address"], t["health"]) for t in status["targets"]] == \
+        [("enova-gateway", f"127.0.0.1:{target}", "up")]
+    assert [(s["service"], s["state"]) for s in status["compose"]["services"]] == [("prometheus", "running")]
+    assert status["compose"]["password_file"] == str(ComposePaths(state).password)
+    text = enova(state, "mon", "status").stdout
+    assert f"password in {ComposePaths(state).password}" in text and "prometheus: running" in text
+
+
+def test_mon_start_in_local_mode_is_refused_while_compose_mode_runs(stack):
+    state, config, start = stack
+    start()
+    done = enova(state, "mon", "start", "--mode", "local")
+    assert done.returncode == 2 and "compose mode runs here (prometheus)" in done.stderr
+
+
 def test_changed_settings_recreate_prometheus_and_stop_keeps_its_data(stack, docker_client, docker_engine):  # noqa: F811
     state, config, start = stack
     start()
@@ -178,8 +210,9 @@ def test_changed_settings_recreate_prometheus_and_stop_keeps_its_data(stack, doc
     assert [s.action for s in start(changed).services] == ["recreated"]
     assert project_containers(docker_client)["prometheus"].id != first
     wait_for_up(config.url, "enova-gateway")
-    message = stop_compose(state, docker_host=docker_engine)
-    assert "stopped and removed prometheus" in message
+    done = enova(state, "mon", "stop", docker_host="unix:///nonexistent.sock")  # the recorded engine is used
+    assert done.returncode == 0, done.stderr
+    assert "compose: stopped and removed prometheus" in done.stdout
     assert not project_labelled(docker_client)
     data = ComposePaths(state).monitor.data
     assert (data / "wal").is_dir() and any((data / "wal").iterdir())
