@@ -75,7 +75,7 @@ def _refuse_while_compose_runs() -> None:
     """Local mode's start, while compose mode's containers run here: a clear error instead of a
     port conflict. Asks the engine only when compose mode was started in this state directory."""
     from enova.errors import UsageError
-    from enova.monitor.compose import compose_view
+    from enova.monitor.compose_engine import compose_view
     composed = compose_view(state.settings.state_dir)
     running = [s.service for s in composed.services if s.state == "running"] if composed else []
     if running:
@@ -91,7 +91,8 @@ def _print_targets(targets: dict) -> None:
 
 
 def _start_compose(config, spec_set, grafana_port: int, dcgm: str) -> None:
-    from enova.monitor.compose import ComposeOptions, reload_prometheus, start_compose
+    from enova.monitor.compose import ComposeOptions
+    from enova.monitor.compose_engine import reload_prometheus, start_compose
     from enova.monitor.process import sync_rules
     from enova.monitor.targets import read_target_files
     from enova.observe.gpus import gpu_inventory
@@ -123,7 +124,7 @@ def _start_compose(config, spec_set, grafana_port: int, dcgm: str) -> None:
 @mon_app.command("status")
 def mon_status(output: OutputOpt = Output.text) -> None:
     """Which monitoring parts run, their URLs, and every scrape target with whether it is up."""
-    from enova.monitor.compose import compose_view, merge_view, render_view_text
+    from enova.monitor.compose_engine import compose_view, merge_view, render_view_text
     from enova.monitor.view import build_view, render_text
     try:
         composed = compose_view(state.settings.state_dir)
@@ -142,7 +143,8 @@ def mon_status(output: OutputOpt = Output.text) -> None:
 def mon_stop() -> None:
     """Stop what `enova mon start` started (the Prometheus process; the compose project's
     containers); stored metrics and every data folder are kept."""
-    from enova.monitor.compose import ComposePaths, stop_compose
+    from enova.monitor.compose import ComposePaths
+    from enova.monitor.compose_engine import stop_compose
     from enova.monitor.process import stop_monitoring
     try:
         print(stop_monitoring(state.settings.state_dir))

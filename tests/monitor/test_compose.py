@@ -27,12 +27,11 @@ from enova.monitor.compose import (
     PASSWORD_IN_CONTAINER,
     ComposeOptions,
     ComposePaths,
-    _write_files,
     check_pinned,
-    container_kwargs,
     ensure_password,
     render_project,
 )
+from enova.monitor.compose_engine import _write_files, container_kwargs
 from enova.monitor.dashboards import SHIPPED
 from enova.monitor.prometheus import MonitorPaths, monitoring_config, render_config
 from enova.observe.gpus import Gpu, GpuInventory

@@ -24,17 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from enova.monitor.compose import (
-    IMAGES,
-    LABEL_PROJECT,
-    PROJECT,
-    ComposeOptions,
-    ComposePaths,
-    compose_view,
-    project_containers,
-    start_compose,
-    stop_compose,
-)
+from enova.monitor.compose import IMAGES, LABEL_PROJECT, PROJECT, ComposeOptions, ComposePaths
+from enova.monitor.compose_engine import compose_view, project_containers, start_compose, stop_compose
 from enova.monitor.prometheus import monitoring_config
 from enova.observe.gpus import GpuInventory, gpu_inventory
 from enova.observe.state import GatewayRecord, StateStore
