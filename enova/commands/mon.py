@@ -92,18 +92,13 @@ def _print_targets(targets: dict) -> None:
 
 def _start_compose(config, spec_set, grafana_port: int, dcgm: str) -> None:
     from enova.monitor.compose import ComposeOptions
-    from enova.monitor.compose_engine import reload_prometheus, start_compose
-    from enova.monitor.process import sync_rules
+    from enova.monitor.compose_engine import start_compose
     from enova.monitor.targets import read_target_files
     from enova.observe.gpus import gpu_inventory
 
     options = ComposeOptions(grafana_port=grafana_port, dcgm=dcgm)
     state_dir = state.settings.state_dir
-    changed = sync_rules(state_dir, spec_set)
     result = start_compose(state_dir, config, options, spec_set, gpu_inventory(), progress=progress)
-    prometheus = next((s for s in result.services if s.service == "prometheus"), None)
-    if changed and prometheus is not None and prometheus.action == "unchanged":
-        reload_prometheus(state_dir, result.docker_host)
     print(f"compose project enova-monitoring on {result.docker_host} ({result.compose_file}):")
     for s in result.services:
         ready = f", ready in {s.ready_seconds:.1f} s" if s.ready_seconds is not None else ""

@@ -196,11 +196,12 @@ def start_compose(state_dir: Path, config: MonitoringConfig, options: ComposeOpt
     engine that answers (UsageError / PermanentError), no Prometheus of local mode running
     (PermanentError), every image present (UsageError listing the `docker pull` commands), the
     ports of every service it will create free (PermanentError naming them). Then writes the
-    files, the target files and the password (once), and creates, recreates or leaves each
-    container. Blocks until each started service answers its readiness URL (TemporaryError after
+    files, the target files, the password (once) and the SLO rules of `specs` (sending SIGHUP to
+    a Prometheus container it leaves running when they changed), and creates, recreates or leaves
+    each container. Blocks until each started service answers its readiness URL (TemporaryError after
     `ready_timeout`, with the container's last log lines; PermanentError when a container exits).
     Raises LockHeldError when another `enova mon` acts."""
-    from .process import is_running, read_record
+    from .process import is_running, read_record, sync_rules
 
     paths = ComposePaths(Path(state_dir))
     rendered = render_project(state_dir, config, options, specs, inventory)
@@ -233,7 +234,10 @@ def start_compose(state_dir: Path, config: MonitoringConfig, options: ComposeOpt
                                      "created. Stop what holds them (or set spec.prometheus.port / --grafana-port)")
             _write_files(paths, rendered)
             password = ensure_password(paths.password)
+            rules_changed = sync_rules(paths.monitor.state_dir, specs)
             results = _apply(client, definitions, wanted, existing, keep, progress)
+            if rules_changed and any(r.service == "prometheus" and r.action == "unchanged" for r in results):
+                existing["prometheus"].kill(signal="SIGHUP")    # re-read the rule files; no restart
             for name in sorted(set(existing) - set(rendered.services)):
                 progress(f"compose: removing {name}: no longer part of the project")
                 _remove(existing[name])

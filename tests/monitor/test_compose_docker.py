@@ -72,6 +72,7 @@ def test_mon_start_lists_each_missing_image_with_docker_pull_and_creates_nothing
     assert not project_labelled(docker_client)
     state = tmp_path / "state" / "monitoring"
     assert not (state / "compose").exists() and not (state / "grafana-admin-password").exists()
+    assert not (state / "rules").exists() and not (state / "targets").exists()
 
 
 class _Target(BaseHTTPRequestHandler):
@@ -208,3 +209,32 @@ def test_changed_settings_recreate_prometheus_and_stop_keeps_its_data(stack, doc
     data = ComposePaths(state).monitor.data
     assert (data / "wal").is_dir() and any((data / "wal").iterdir())
     assert stop_compose(state, docker_host=docker_engine) == "compose: no container of the project runs"
+
+
+def rule_groups(url: str) -> list[str]:
+    resp = httpx.get(f"{url}/api/v1/rules", timeout=5, trust_env=False).json()
+    return sorted(g["name"] for g in resp["data"]["groups"])
+
+
+def test_slo_rules_reach_the_compose_prometheus_and_a_change_reloads_it_without_a_restart(
+        stack, tmp_path, docker_engine, prometheus_image, docker_client):  # noqa: F811
+    from enova.spec import load_specs
+
+    state, config, start = stack
+    start()
+    assert rule_groups(config.url) == ["enova-health", "enova-sli"]
+    container = project_containers(docker_client)["prometheus"].id
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "specs.yaml").write_text(
+        "apiVersion: enova/v1\nkind: SLO\nmetadata: {name: interactive}\nspec: {ttft_p95_ms: 500}\n---\n"
+        "apiVersion: enova/v1\nkind: Deployment\nmetadata: {name: chat}\n"
+        "spec: {model: \"builtin:smollm2-135m-instruct\", slo: interactive}\n")
+    again = start_compose(state, config, ComposeOptions(images={"prometheus": prometheus_image}), load_specs(specs),
+                          NO_GPU, docker_host=docker_engine, services=("prometheus",))
+    assert [s.action for s in again.services] == ["unchanged"]
+    deadline = time.monotonic() + 15
+    while "enova-slo-chat" not in rule_groups(config.url) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert rule_groups(config.url) == ["enova-health", "enova-sli", "enova-slo-chat"]
+    assert project_containers(docker_client)["prometheus"].id == container
