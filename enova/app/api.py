@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, Header, Query, Request, Security
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from enova.errors import EnovaError, TemporaryError
 from enova.observe.scaler import ScalerStore
@@ -41,6 +41,8 @@ from .runs import Busy, NotRunning, RunNotFound
 router = APIRouter()
 
 CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?(:[0-9]{1,9})?$"
+OPTIONAL_CURSOR = r"^$|" + CURSOR_PATTERN      # query and header parameters: empty means none
+OPTIONAL_NAME = r"^$|" + NAME_PATTERN
 MAX_STREAMS = 32
 _streams = threading.BoundedSemaphore(MAX_STREAMS)
 
@@ -107,15 +109,15 @@ def get_plan(request: Request) -> dict[str, Any]:
 
 @router.get("/api/v1/events", response_model=schemas.EventPage, tags=["events"], summary="Events, paged")
 def list_events(request: Request,
-                deployment: Optional[str] = Query(None, pattern=NAME_PATTERN, max_length=63,
-                                                  description="Only this deployment's events."),
+                deployment: str = Query("", pattern=OPTIONAL_NAME, max_length=63,
+                                        description="Only this deployment's events."),
                 limit: int = Query(100, ge=1, le=1000, description="At most this many (the newest)."),
-                before: Optional[str] = Query(None, pattern=CURSOR_PATTERN, max_length=64,
-                                              description="Only events older than this cursor (`next_before` of "
-                                                          "the previous page, or a time).")) -> dict[str, Any]:
+                before: str = Query("", pattern=OPTIONAL_CURSOR, max_length=64,
+                                    description="Only events older than this cursor (`next_before` of "
+                                                "the previous page, or a time).")) -> dict[str, Any]:
     """The reconciler's events (`enova events -o json`), newest last; page back with `before`."""
     cursor = parse_cursor(before) if before else None
-    return _read(events_page, _ctx(request), deployment, limit, cursor)
+    return _read(events_page, _ctx(request), deployment or None, limit, cursor)
 
 
 @router.get("/api/v1/events/stream", tags=["events"], summary="Events as they happen (server-sent events)",
@@ -123,14 +125,18 @@ def list_events(request: Request,
             responses={200: {"description": "`event: event` messages whose data is one Event (JSON) and whose "
                                             "id is its cursor; a `: keep-alive` comment every 15 s. With too many "
                                             "streams open, one `event: error` and the end.",
-                             "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+                             "content": {"text/event-stream": {"schema": {
+                                 "type": "object", "required": ["data"],
+                                 "properties": {"id": {"type": "string", "description": "The event's cursor."},
+                                                "event": {"type": "string", "enum": ["event", "error"]},
+                                                "data": {"type": "string", "contentMediaType": "application/json",
+                                                         "description": "One Event (or {detail} for error)."}}}}}}})
 def stream_events(request: Request,
-                  deployment: Optional[str] = Query(None, pattern=NAME_PATTERN, max_length=63,
-                                                    description="Only this deployment's events."),
-                  last_event_id: Optional[str] = Header(None, alias="Last-Event-ID", max_length=64,
-                                                        pattern=CURSOR_PATTERN,
-                                                        description="Resume after this cursor (browsers send "
-                                                                    "it when they reconnect).")):
+                  deployment: str = Query("", pattern=OPTIONAL_NAME, max_length=63,
+                                          description="Only this deployment's events."),
+                  last_event_id: str = Header("", alias="Last-Event-ID", max_length=64, pattern=OPTIONAL_CURSOR,
+                                              description="Resume after this cursor (browsers send it when they "
+                                                          "reconnect).")):
     """New events as server-sent events (`enova events -f`). After a reconnect with Last-Event-ID,
     the events missed since are sent first."""
     ctx = _ctx(request)
@@ -339,6 +345,7 @@ def get_run(run_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/api/v1/runs/{run_id}/result", tags=["runs"], summary="The run's result file (JSON)",
+            response_class=Response,
             responses={200: {"description": "The result file `enova inject run --out` writes (format_version 1).",
                              "content": {"application/json": {"schema": {"type": "object"}}}},
                        **schemas.errors(404, 409)})
@@ -349,7 +356,7 @@ def get_run_result(run_id: str, request: Request):
 
 
 @router.get("/api/v1/runs/{run_id}/report", tags=["runs"], summary="The run's HTML report",
-            response_class=HTMLResponse,
+            response_class=Response,
             responses={200: {"description": "Self-contained HTML (inline CSS and SVG, no script).",
                              "content": {"text/html": {"schema": {"type": "string"}}}},
                        **schemas.errors(404, 409)})

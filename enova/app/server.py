@@ -83,7 +83,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(pages.router, dependencies=reads)
     _errors(app)
     app.add_api_route("/docs", _docs, methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
-    app.add_middleware(_Hardening, ctx=ctx)
+    app.add_middleware(_Hardening, ctx=ctx, routes=lambda: app.routes)
     return app
 
 
@@ -104,13 +104,30 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not text: an invalid body like any other, 422
+            error = {"type": "json_invalid", "loc": ["body"], "msg": "the body is not UTF-8 JSON", "input": None}
+            return JSONResponse({"detail": [error], "message": "body: the body is not UTF-8 JSON"}, status_code=422)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods: name every route's
+            headers["Allow"] = ", ".join(_allowed(request))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the app server's log has the "
                                        "traceback"}, status_code=500)
+
+
+def _allowed(request: Request) -> list[str]:
+    from starlette.routing import Match
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 # ---- headers --------------------------------------------------------------------------------------------
@@ -126,9 +143,10 @@ class _Hardening:
     forget it; the routes' own dependency documents it in the OpenAPI); then the hardening headers
     on every response that does not set its own."""
 
-    def __init__(self, app, ctx=None):
+    def __init__(self, app, ctx=None, routes=None):
         self.app = app
         self.ctx = ctx
+        self.routes = routes
         hosts = ctx.allowed_hosts if ctx is not None else None
         self.allowed = None if hosts is None else {h.lower() for h in hosts}
 
@@ -139,7 +157,7 @@ class _Hardening:
         if self.allowed is not None and _host(scope) not in self.allowed:
             refused = JSONResponse({"detail": "this server answers only to its own address (Host header "
                                               f"{_host(scope)!r} refused)"}, status_code=400)
-        elif self.ctx is not None and _guarded(scope):
+        elif self.ctx is not None and _guarded(scope) and self._routed(scope):
             from .auth import bearer, verdict
             header = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"), None)
             failed = verdict(self.ctx, bearer(header))
@@ -161,6 +179,14 @@ class _Hardening:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+    def _routed(self, scope) -> bool:
+        """A route takes this method on this path (else the router answers 404 or 405, acting on nothing)."""
+        from starlette.routing import Match
+        if self.routes is None:
+            return True
+        return any(route.matches(scope)[0] is Match.FULL for route in self.routes())
 
 
 def _guarded(scope) -> bool:
