@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from enova.reconcile.events import EventLog
 from tests.e2e.conftest import ENOVA, Cli, stop_recorded_processes, write_spec
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")]
 
-GATEWAY_PORT = 19294
+GATEWAY_PORT = 19290  # not 19294: tests/e2e/test_autoscale.py takes it
 PROM_PORT = 19794
 APP_PORT = 19530
 APP = f"http://127.0.0.1:{APP_PORT}"
@@ -149,6 +150,9 @@ def series_last(page, chart: str, series: str):
 def test_instance_shows_the_deployment_and_its_healthy_replica(served, page):
     cli, specs, _, _ = served
     [replica] = cli.replicas("smollm2", specs)
+    # an event as the reconciler's autoscaler records it (no reconciler runs in this module)
+    EventLog(cli.state / "events.jsonl").record("Normal", "ScaledUp", "deployment/smollm2",
+                                                "autoscaler 0 -> 1: a request was held")
     began = time.monotonic()
     page.goto(f"{APP}/instance")
     page.wait_for_selector('#deployments tr[data-deployment="smollm2"]')
@@ -164,6 +168,9 @@ def test_instance_shows_the_deployment_and_its_healthy_replica(served, page):
     lines = page.evaluate("""() => Object.fromEntries(['ttft', 'itl', 'e2e'].map(c =>
         [c, [...document.querySelectorAll(`#chart-${c} line.slo`)].map(l => Number(l.dataset.line))]))""")
     assert lines == {"ttft": [2.0], "itl": [0.5], "e2e": [30.0]}
+    # the event is listed and marked on the replicas chart
+    page.wait_for_selector('#events td:has-text("autoscaler 0 -> 1: a request was held")')
+    assert page.locator('#chart-replicas line[data-mark="event"]').count() == 1
     page.screenshot(path=str(ARTIFACTS / "2-instance.png"), full_page=True)
     print(f"instance page: index -> deployment page with replicas and 10 charts drawn in {loaded:.2f} s")
 

@@ -29,6 +29,7 @@ from enova.monitor.rules import dump_rules, slo_rules
 from enova.monitor.targets import GATEWAY_FILE, REPLICAS_FILE, render_groups
 from enova.observe.ports import port_is_free
 from enova.observe.state import DeploymentRecord, GatewayRecord, ReplicaRecord, StateStore
+from enova.reconcile.events import EventLog
 from enova.settings import Settings
 from enova.spec.models import SLOSpec
 
@@ -323,3 +324,19 @@ def test_a_prometheus_that_stopped_answering_falls_back_to_live_values(world):
     client.app.state.ctx.prometheus_url = f"http://127.0.0.1:{free_port()}"
     body = client.get(f"/api/v1/deployments/{DEPLOYMENT}/series").json()
     assert body["source"] == "live" and "did not answer" in body["reason"] and "enova mon start" in body["hint"]
+
+
+def test_scale_events_of_the_deployment_within_the_window_are_marked(world, tmp_path):
+    client, _, _ = world
+    state = client.app.state.ctx.settings.state_dir
+    now = time.time()
+    EventLog(state / "events.jsonl", clock=lambda: now - 7200).record(
+        "Normal", "ScaledUp", f"deployment/{DEPLOYMENT}", "too old for the window")
+    log = EventLog(state / "events.jsonl")
+    log.record("Normal", "ScaledUp", f"deployment/{DEPLOYMENT}", "autoscaler 1 -> 2: queue 5 > 2")
+    log.record("Normal", "Reconciled", f"deployment/{DEPLOYMENT}", "in sync")
+    log.record("Normal", "ScaledDown", "deployment/other", "not this one")
+    log.record("Warning", "Replaced", f"deployment/{DEPLOYMENT}", "engine.args changed")
+    body = client.get(f"/api/v1/deployments/{DEPLOYMENT}/series", params={"window": 3600}).json()
+    assert [(e["reason"], e["message"]) for e in body["scale_events"]] == [
+        ("ScaledUp", "autoscaler 1 -> 2: queue 5 > 2"), ("Replaced", "engine.args changed")]

@@ -39,7 +39,8 @@
   function niceMax(max, unit) {
     if (unit === "ratio") return 1;
     if (unit === "percent") return 100;
-    if (!(max > 0)) return unit === "requests" || unit === "replicas" ? 1 : 1;
+    if (unit === "requests" || unit === "replicas") return Math.max(4, Math.ceil(max / 4) * 4);  // whole ticks
+    if (!(max > 0)) return 1;
     const exp = Math.pow(10, Math.floor(Math.log10(max)));
     for (const m of [1, 2, 2.5, 5, 10]) if (max <= m * exp) return m * exp;
     return 10 * exp;
