@@ -314,6 +314,17 @@ def serve(ctx: AppContext, host: str = "127.0.0.1", port: int = 8182, *, ready: 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
                             server_header=False)
     server = uvicorn.Server(config)
+    if threading.current_thread() is threading.main_thread():
+        # our handlers, not uvicorn's (which re-raises the signal after shutdown: exit -15, not 0)
+        import contextlib
+        import signal
+
+        def _exit(*_):
+            server.force_exit = server.should_exit
+            server.should_exit = True
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _exit)
     if stop is not None:
         threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True).start()
     if ready is not None:
