@@ -187,7 +187,9 @@ function number(id, parse, low, high, lowOpen) {
   return ok ? value : null;
 }
 
-function readSettings() {
+// Reads and checks the settings fields; on a bad one says which, and (when sending) opens the
+// panel on it. A check on leaving a field never takes the focus away from where the user went.
+function readSettings(sending) {
   const checks = [
     ["temperature", parseFloat, 0, 2, false, "a number from 0 to 2"],
     ["top_p", parseFloat, 0, 1, true, "a number above 0 and at most 1"],
@@ -197,8 +199,11 @@ function readSettings() {
     const value = number(id, parse, low, high, lowOpen);
     if (value === null) {
       notify("Settings: " + id + " must be " + words + ".", "error");
-      $("settings").hidden = false;
-      $(id).focus();
+      if (sending) {
+        $("settings").hidden = false;
+        $("toggle-settings").setAttribute("aria-expanded", "true");
+        $(id).focus();
+      }
       return false;
     }
     settings[id] = value;
@@ -218,7 +223,7 @@ function setBusy(busy) {
 async function send() {
   const text = $("prompt").value.trim();
   if (!text || controller) return;
-  if (!readSettings()) return;
+  if (!readSettings(true)) return;
   if (!$("model").value && !(await loadModels())) return;
   settings.model = $("model").value;
   clearNotice();
@@ -336,7 +341,7 @@ async function start() {
 
   $("send").addEventListener("click", send);
   $("stop").addEventListener("click", stop);
-  $("reload-models").addEventListener("click", () => { readSettings(); loadModels(); });
+  $("reload-models").addEventListener("click", () => { readSettings(false); loadModels(); });
   $("clear").addEventListener("click", () => {
     if (controller) controller.abort();
     history = [];
@@ -350,7 +355,7 @@ async function start() {
     $("toggle-settings").setAttribute("aria-expanded", String(!panel.hidden));
   });
   $("model").addEventListener("change", () => { settings.model = $("model").value; save(); });
-  for (const id of ["system", "temperature", "top_p", "max_tokens"]) $(id).addEventListener("change", readSettings);
+  for (const id of ["system", "temperature", "top_p", "max_tokens"]) $(id).addEventListener("change", () => readSettings(false));
   $("token").addEventListener("change", () => { settings.token = $("token").value; save(); loadModels(); });
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
