@@ -393,6 +393,7 @@ class Pilot:
         lines += [f"  {name:<{width}}{url}" for name, url in urls.items()]
         lines += [f"  {name:<{width}}{why}" for name, why in monitoring.items() if not why.startswith("http")]
         lines += [f"  {'specs':<{width}}{prepared.folder} (edit and save: the reconciler applies it)",
+                  f"  {'':<{width}}the app server's actions need its token: `enova app token`",
                   "Try it:",
                   f"  curl -X POST {base}/generate -d '{{\"prompt\": \"San Francisco is a\", \"max_tokens\": 64, "
                   "\"temperature\": 0.9, \"top_p\": 0.9}'",
