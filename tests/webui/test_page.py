@@ -108,3 +108,19 @@ async def test_a_setting_out_of_range_is_named_before_anything_is_sent(harness, 
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]
     await browser.click("#clear")
     assert await browser.locator(".msg").count() == 0
+
+
+async def test_new_chat_during_an_answer_cancels_it_and_forgets_the_conversation(harness, make_ui, browser):
+    engine, url = await _stack(harness, make_ui, pace=0.05)
+    await browser.goto(url)
+    await expect(browser.locator("#model")).to_have_value("smollm2")
+    await _send(browser, "Tell me everything.")
+    await expect(browser.locator(".msg.assistant .text")).to_contain_text(" t3")
+    await browser.click("#clear")
+    await eventually(lambda: engine.disconnects == 1 and engine.in_flight == 0, timeout=5)
+    assert engine.completed == 0
+    await asyncio.sleep(0.3)                        # the aborted fetch has settled
+    assert await browser.locator(".msg").count() == 0
+    await expect(browser.locator("#notice")).to_be_hidden()
+    assert await browser.evaluate("sessionStorage.getItem('enova.chat.history')") == "[]"
+    assert await browser.locator("#send").is_enabled() and await browser.locator("#stop").is_disabled()

@@ -263,7 +263,9 @@ async function send() {
   } catch (e) {
     if (e.name === "AbortError") {
       answer.state = "stopped";
-      notify("Stopped: the request was cancelled, so the model stopped generating.", "info");
+      if (history.includes(answer)) {     // not when New chat threw the conversation away
+        notify("Stopped: the request was cancelled, so the model stopped generating.", "info");
+      }
     } else {
       answer.state = "error";
       const err = serverGone();
