@@ -1,5 +1,6 @@
-"""`enova enode run`: one model from the command line, in the foreground, behind the gateway;
-Ctrl-C drains and stops everything. With the real CPU engine."""
+"""`enova enode run`: one model from the command line, in the foreground, behind the gateway, in the
+shared state directory (so `enova status` sees it); Ctrl-C drains and stops everything. With the
+real CPU engine."""
 
 from __future__ import annotations
 
@@ -43,7 +44,13 @@ def test_enode_serves_generate_and_openai_and_stops_cleanly_on_ctrl_c(cli, tmp_p
         chat = httpx.post(url + "/v1/chat/completions", trust_env=False, timeout=60, json={
             "model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}).json()
         assert chat["choices"][0]["message"]["content"]
-        records = list(cli.state.glob("enode/*/deployments/smol/replicas/*.json"))
+        status = cli.status()
+        [dep] = [d for d in status["deployments"] if d["name"] == "smol"]
+        assert [r["health"] for r in dep["replica_details"]] == ["healthy"]
+        second = cli("enode", "run", "--model", "builtin:smollm2-135m-instruct", "--port", str(PORT + 1),
+                     "--name", "smol", timeout=60)
+        assert second.code != 0 and "holds the state lock" in second.err, second
+        records = list(cli.state.glob("deployments/smol/replicas/*.json"))
         [record] = [json.loads(r.read_text()) for r in records]
         assert "--max-num-seqs" in record["argv"] and record["argv"][record["argv"].index("--max-num-seqs") + 1] == "4"
         pid = record["handle"]["pid"]
@@ -57,3 +64,5 @@ def test_enode_serves_generate_and_openai_and_stops_cleanly_on_ctrl_c(cli, tmp_p
     assert not alive
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/health", trust_env=False, timeout=2)
+    assert [d["name"] for d in cli.status()["deployments"]] == []
+    assert not (cli.state / "gateway" / "gateway.json").exists()
