@@ -86,8 +86,15 @@ def _make_guard(config: WebUIConfig):
         else:
             try:
                 resp = await handler(request)
-            except web.HTTPException as exc:    # aiohttp's own 404/405/413: same JSON shape as ours
-                resp = _refused(exc.status, exc.reason if exc.status != 404 else f"no such page: {request.path}")
+            except web.HTTPException as exc:    # aiohttp's own 404/405: same JSON shape as ours
+                if exc.status == 404:
+                    resp = _refused(404, f"no such page: {request.path}")
+                elif exc.status == 405:
+                    allowed = exc.headers.get("Allow", "")
+                    resp = _refused(405, f"method {request.method} is not allowed on {request.path}; use {allowed}")
+                    resp.headers["Allow"] = allowed
+                else:
+                    resp = _refused(exc.status, exc.reason)
         return resp
     return guard
 

@@ -52,6 +52,16 @@ async def test_nothing_outside_the_whitelist_is_served(make_ui, path):
 
 
 @pytest.mark.anyio
+async def test_a_wrong_method_is_405_naming_the_allowed_one(make_ui):
+    ui = await make_ui(free_port())
+    status, headers, body = await ui.get("/api/chat")
+    assert status == 405 and headers["Allow"] == "POST"
+    assert body["error"]["message"] == "method GET is not allowed on /api/chat; use POST"
+    status, _, body = await ui.post("/", {})
+    assert status == 405 and body["error"]["message"].startswith("method POST is not allowed on /; use GET")
+
+
+@pytest.mark.anyio
 async def test_a_foreign_host_name_is_refused_on_a_loopback_bind(make_ui):
     ui = await make_ui(free_port())
     status, _, body = await ui.get("/api/info", headers={"Host": "attacker.example"})
