@@ -158,3 +158,29 @@ def test_a_non_loopback_bind_warns_that_the_gateway_is_exposed():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_run_webui_serves_in_a_thread_until_its_stop_event():
+    import threading
+
+    from enova.webui.config import WebUIConfig
+    from enova.webui.server import run_webui
+
+    stop, up, result = threading.Event(), threading.Event(), {}
+
+    def started(webui) -> None:
+        result["url"] = webui.url
+        up.set()
+
+    thread = threading.Thread(target=lambda: result.update(code=run_webui(
+        WebUIConfig(port=0, serving_port=free_port()), stop_event=stop, started=started)))
+    thread.start()
+    try:
+        assert up.wait(10)
+        assert httpx.get(result["url"] + "/api/info", trust_env=False).status_code == 200
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive() and result["code"] == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(result["url"] + "/", trust_env=False)
