@@ -25,6 +25,7 @@ inside the dashboards' `=~"..."` matchers). Reads only; called by the browser.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import threading
@@ -90,20 +91,10 @@ async def deployment_series(request: Request, name: str,
                             ) -> dict[str, Any]:
     """Every chart of the deployment's /instance page over the last `window` seconds."""
     ctx = request.app.state.ctx
-    state_dir = Path(ctx.settings.state_dir)
-    store = StateStore(state_dir)
-    specs, spec_error = load_spec_set(ctx)
-    if not known_deployment(name, store, specs):
-        raise HTTPException(404, detail=f"deployment: no deployment named {name!r} is recorded or in the specs")
-    slo_name, slo = deployment_slo(name, store, specs)
     now = time.time()
-    base = {
-        "deployment": name, "window": window, "now": now, "refresh_seconds": REFRESH_SECONDS,
-        "slo": {"name": slo_name, "objectives": slo} if slo_name else None, "spec_error": spec_error,
-        "scale_events": scale_events(state_dir, name, now - window),
-        "profiles": sorted(p for p, located in (specs.load_profiles.items() if specs is not None else ())
-                           if located.doc.spec.target == name),
-    }
+    # the files (specs, records, the event log) are read off the event loop
+    base, store, slo_name, slo = await asyncio.to_thread(_page_context, ctx, name, window, now)
+    state_dir = Path(ctx.settings.state_dir)
     url = prometheus_url(ctx, state_dir)
     reason = "monitoring is not running"
     if url is not None:
@@ -118,6 +109,26 @@ async def deployment_series(request: Request, name: str,
     return {**base, "source": "live", "prometheus": url, "reason": reason,
             "hint": HINT.format(history=int(LIVE_HISTORY // 60)),
             "charts": charts, "attainment": [], "replica_changes": []}
+
+
+def _page_context(ctx: Any, name: str, window: int, now: float
+                  ) -> tuple[dict[str, Any], StateStore, Optional[str], Optional[dict[str, float]]]:
+    """(the answer's fields that do not depend on the source, the store, the SLO's name and
+    objectives). Raises HTTPException 404 for an unknown deployment."""
+    state_dir = Path(ctx.settings.state_dir)
+    store = StateStore(state_dir)
+    specs, spec_error = load_spec_set(ctx)
+    if not known_deployment(name, store, specs):
+        raise HTTPException(404, detail=f"deployment: no deployment named {name!r} is recorded or in the specs")
+    slo_name, slo = deployment_slo(name, store, specs)
+    base = {
+        "deployment": name, "window": window, "now": now, "refresh_seconds": REFRESH_SECONDS,
+        "slo": {"name": slo_name, "objectives": slo} if slo_name else None, "spec_error": spec_error,
+        "scale_events": scale_events(state_dir, name, now - window),
+        "profiles": sorted(p for p, located in (specs.load_profiles.items() if specs is not None else ())
+                           if located.doc.spec.target == name),
+    }
+    return base, store, slo_name, slo
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,10 +172,25 @@ def deployment_slo(name: str, store: StateStore, specs: Any) -> tuple[Optional[s
 
 
 def scale_events(state_dir: Path, name: str, since: float) -> list[dict[str, Any]]:
-    """The reconciler's and autoscaler's events that changed the deployment's replicas."""
+    """The reconciler's and autoscaler's events that changed the deployment's replicas, at or
+    after `since`. The log (up to 6 files of 10 MB) is parsed again only when a file of it
+    changed, not at every poll of every page."""
     log = EventLog(state_dir / "events.jsonl")
-    return [{"time": e.time, "type": e.type, "reason": e.reason, "message": e.message}
-            for e in log.read(since=since, subject=f"deployment/{name}") if e.reason in SCALE_REASONS][-200:]
+    stats = []
+    for file in log.files():
+        try:
+            st = file.stat()
+        except OSError:
+            continue
+        stats.append((str(file), st.st_ino, st.st_size, st.st_mtime_ns))
+    events = _scale_events_of(str(log.path), tuple(stats), name)
+    return [dict(e) for e in events if e["time"] >= since][-200:]
+
+
+@functools.lru_cache(maxsize=64)
+def _scale_events_of(path: str, stats: tuple, name: str) -> tuple[dict[str, Any], ...]:
+    return tuple({"time": e.time, "type": e.type, "reason": e.reason, "message": e.message}
+                 for e in EventLog(Path(path)).read(subject=f"deployment/{name}") if e.reason in SCALE_REASONS)
 
 
 def prometheus_url(ctx: Any, state_dir: Path) -> Optional[str]:
@@ -240,6 +266,8 @@ async def _from_prometheus(url: str, name: str, slo_name: Optional[str], slo: Op
             continue
         for item in result:
             points = [[float(t), float(v)] for t, v in item.get("values", []) if _finite(v)]
+            if not points:      # only NaN: 0/0, no event in any step (an idle engine's percentile)
+                continue
             series_by_chart[chart].append({"name": _legend(legend, item.get("metric", {}), name), "points": points})
     charts = [_chart(chart, title, unit, sorted(series_by_chart[chart], key=lambda s: s["name"]),
                      chart_lines(chart, slo, slo_name)) for chart, _, title, unit in CHARTS]

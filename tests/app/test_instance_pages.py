@@ -340,3 +340,7 @@ def test_scale_events_of_the_deployment_within_the_window_are_marked(world, tmp_
     body = client.get(f"/api/v1/deployments/{DEPLOYMENT}/series", params={"window": 3600}).json()
     assert [(e["reason"], e["message"]) for e in body["scale_events"]] == [
         ("ScaledUp", "autoscaler 1 -> 2: queue 5 > 2"), ("Replaced", "engine.args changed")]
+    # the parsed log is kept until a file of it changes: a new event shows at the next poll
+    log.record("Normal", "ScaledDown", f"deployment/{DEPLOYMENT}", "autoscaler 2 -> 1: idle")
+    again = client.get(f"/api/v1/deployments/{DEPLOYMENT}/series", params={"window": 3600}).json()
+    assert [e["reason"] for e in again["scale_events"]] == ["ScaledUp", "Replaced", "ScaledDown"]
