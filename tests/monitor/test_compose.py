@@ -289,3 +289,26 @@ def test_mon_password_says_where_the_password_will_be(tmp_path):
     done = enova(tmp_path, "mon", "password")
     assert done.returncode == 0
     assert str(tmp_path / "state" / "monitoring" / "grafana-admin-password") in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed (apt-get install prometheus)")
+def test_the_entry_point_for_apply_and_the_reconciler_runs_local_mode_for_a_local_document(tmp_path):
+    import socket
+
+    from enova.monitor.compose_engine import ensure_monitoring
+    from enova.monitor.process import stop_monitoring
+    from enova.spec import load_specs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "monitoring.yaml"
+    spec.write_text("apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: mon}\n"
+                    f"spec: {{mode: local, prometheus: {{port: {port}}}}}\n")
+    state = tmp_path / "state"
+    try:
+        assert ensure_monitoring(state, load_specs(spec)) == f"Prometheus started at http://127.0.0.1:{port}"
+        assert ensure_monitoring(state, load_specs(spec)) == f"Prometheus already running at http://127.0.0.1:{port}"
+    finally:
+        stop_monitoring(state)
+    assert not ComposePaths(state).root.exists()

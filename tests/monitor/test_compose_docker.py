@@ -238,3 +238,16 @@ def test_slo_rules_reach_the_compose_prometheus_and_a_change_reloads_it_without_
         time.sleep(0.3)
     assert rule_groups(config.url) == ["enova-health", "enova-sli", "enova-slo-chat"]
     assert project_containers(docker_client)["prometheus"].id == container
+
+
+def test_the_entry_point_for_apply_and_the_reconciler_follows_a_compose_document(docker_engine, docker_client,  # noqa: F811,E501
+                                                                               tmp_path):
+    from enova.errors import UsageError
+    from enova.monitor.compose_engine import ensure_monitoring
+    from enova.spec import load_specs
+
+    (tmp_path / "monitoring.yaml").write_text("apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: mon}\n"
+                                              "spec: {mode: compose}\n")
+    with pytest.raises(UsageError, match=r"nothing was created(.|\n)*  docker pull prom/prometheus:v2\.55\.1"):
+        ensure_monitoring(tmp_path / "state", load_specs(tmp_path / "monitoring.yaml"), docker_host=docker_engine)
+    assert not project_labelled(docker_client)
