@@ -41,7 +41,8 @@ def pilot_run(
     """Write the specs for a model (or reuse them) and start everything in the shared state
     directory: the reconciler (engine replicas, the gateway, Prometheus), the app server and the
     web UI; print every URL and follow the events. Other --flags are vLLM engine args
-    (--max-num-seqs 8). Ctrl-C or `enova pilot stop` stops everything it started; the specs stay."""
+    (--max-num-seqs 8). Ctrl-C, SIGTERM, a closed terminal or `enova pilot stop` stops everything it
+    started; the specs stay. Exit 0 stopped, 1 something failed (all stopped), 2 bad option or refused."""
     import signal
     import threading
 
@@ -55,7 +56,7 @@ def pilot_run(
         if not stop.is_set():
             progress("stopping (draining requests first)")
         stop.set()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
         signal.signal(sig, _stop)
     try:
         options = PilotOptions(model=model or DEFAULT_MODEL, model_given=model is not None,
