@@ -96,7 +96,7 @@ async def deployment_series(request: Request, name: str,
     base, store, slo_name, slo = await asyncio.to_thread(_page_context, ctx, name, window, now)
     state_dir = Path(ctx.settings.state_dir)
     url = prometheus_url(ctx, state_dir)
-    reason = "monitoring is not running"
+    reason = ""         # why Prometheus was not used when one is configured
     if url is not None:
         try:
             answer = await _from_prometheus(url, name, slo_name, slo, now, window)

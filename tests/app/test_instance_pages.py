@@ -344,3 +344,15 @@ def test_scale_events_of_the_deployment_within_the_window_are_marked(world, tmp_
     log.record("Normal", "ScaledDown", f"deployment/{DEPLOYMENT}", "autoscaler 2 -> 1: idle")
     again = client.get(f"/api/v1/deployments/{DEPLOYMENT}/series", params={"window": 3600}).json()
     assert [e["reason"] for e in again["scale_events"]] == ["ScaledUp", "Replaced", "ScaledDown"]
+
+
+def test_beyond_loopback_the_series_need_the_token_and_any_name_gets_the_page_shell(world):
+    client, _, _ = world
+    ctx = client.app.state.ctx
+    ctx.reads_need_token = True
+    url = f"/api/v1/deployments/{DEPLOYMENT}/series"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert client.get(url, headers={"Authorization": "Bearer secret"}).json()["deployment"] == DEPLOYMENT
+    # whether a deployment exists is the API's to say, behind the token
+    assert client.get("/instance/nope").status_code == 200

@@ -383,6 +383,7 @@
     }
     document.title = "enova: " + name;
     $("#instance").hidden = false;
+    $("#window-picker").hidden = false;
     $("#run-form").addEventListener("submit", startRun);
     $("#window").addEventListener("change", () => loadSeries().catch(failed));
     loadDeployments().catch(failed);
