@@ -967,8 +967,9 @@ class MonitoringSpec(StrictModel):
     """How enova monitors what it serves: `enova mon start` runs this."""
 
     mode: Literal["local", "compose"] = Field("local", description="local: a Prometheus process enova owns, "
-                                              "storage under the state directory. compose: the monitoring stack "
-                                              "as Docker Compose services (not available yet).")
+                                              "storage under the state directory. compose: Prometheus, Grafana "
+                                              "(127.0.0.1:32827), the OpenTelemetry collector, Tempo and, on GPU "
+                                              "hosts, DCGM's exporter as containers on this host's Docker engine.")
     prometheus: PrometheusSpec = Field(PrometheusSpec(), description="The Prometheus server.")
 
 
