@@ -477,13 +477,15 @@ def status(ctx) -> dict[str, Any]:
                         facts=_facts(ctx, spec_set) if spec_set is not None else None, **kwargs)
     data = view.to_dict()
     data["specs"] = str(folder) if folder is not None else None
+    recorded = set(store.deployment_names())
     for deployment in data["deployments"]:
-        deployment["spec"] = spec_summary(deployment["name"], spec_set, store)
+        deployment["spec"] = spec_summary(deployment["name"], spec_set, store, recorded)
     return data
 
 
-def spec_summary(name: str, specs, store: StateStore) -> dict[str, Any] | None:
-    """What the deployment asks for: from the specs when it is in them, else as last applied."""
+def spec_summary(name: str, specs, store: StateStore, recorded: set[str]) -> dict[str, Any] | None:
+    """What the deployment asks for: from the specs when it is in them, else as last applied
+    (`recorded`: the deployments with records, listed once per request)."""
     if specs is not None and name in specs.deployments:
         located = specs.deployments[name]
         spec = located.doc.spec
@@ -492,7 +494,7 @@ def spec_summary(name: str, specs, store: StateStore) -> dict[str, Any] | None:
                 "runtime": spec.runtime, "replicas": spec.replicas,
                 "resources": spec.resources.model_dump(mode="json"),
                 "scaling": spec.scaling.model_dump(mode="json") if spec.scaling else None, "slo": spec.slo}
-    if name not in store.deployment_names():
+    if name not in recorded:
         return None
     record = store.read_deployment(name)
     if record is None:

@@ -290,7 +290,6 @@ def serve(ctx: AppContext, host: str = "127.0.0.1", port: int = 8182, *, ready: 
     """Run the app server in the foreground until SIGINT or SIGTERM (or `stop`, a threading.Event,
     is set). Sets the loopback Host check on a loopback bind. Raises UsageError when the port is
     taken. Cancels the injection runs it started on the way out (they write partial results)."""
-    import asyncio
     import socket
     import threading
 
@@ -303,6 +302,9 @@ def serve(ctx: AppContext, host: str = "127.0.0.1", port: int = 8182, *, ready: 
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # inherited by every accepted connection: without it a keep-alive client waits out the delayed
+    # ACK (about 40 ms) on each answer written in two parts (measured: /healthz 48 ms -> 1 ms)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
@@ -335,7 +337,7 @@ def serve(ctx: AppContext, host: str = "127.0.0.1", port: int = 8182, *, ready: 
             ready()
         server.startup = startup  # type: ignore[method-assign]
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        server.run(sockets=[sock])  # uvicorn's loop (uvloop when installed)
     finally:
         sock.close()
         ctx.runs.shutdown()
