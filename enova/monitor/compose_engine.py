@@ -330,11 +330,12 @@ def _wait_ready(client: Any, rendered: RenderedProject, results: list[ServiceRes
     while pending and time.monotonic() - began < timeout:
         for service, result in list(pending.items()):
             container = client.containers.get(result.container)
-            if container.status in ("exited", "dead"):
+            # with `unless-stopped`, a container that fails at start is "restarting" or has restarted
+            if container.status in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
                 code = container.attrs.get("State", {}).get("ExitCode")
                 logs = container.logs(tail=10).decode(errors="replace").rstrip()
-                raise PermanentError(f"monitoring: {service} exited at start (code {code}); last lines of "
-                                     f"`docker logs {result.container}`:\n{logs}")
+                raise PermanentError(f"monitoring: {service} exited at start (code {code}); it is left to Docker's "
+                                     f"restart policy; last lines of `docker logs {result.container}`:\n{logs}")
             try:
                 if httpx.get(rendered.ready_urls[service], timeout=1, trust_env=False).status_code == 200:
                     result.ready_seconds = round(time.monotonic() - began, 2)

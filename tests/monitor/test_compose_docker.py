@@ -251,3 +251,21 @@ def test_the_entry_point_for_apply_and_the_reconciler_follows_a_compose_document
     with pytest.raises(UsageError, match=r"nothing was created(.|\n)*  docker pull prom/prometheus:v2\.55\.1"):
         ensure_monitoring(tmp_path / "state", load_specs(tmp_path / "monitoring.yaml"), docker_host=docker_engine)
     assert not project_labelled(docker_client)
+
+
+def test_a_service_that_fails_at_start_is_reported_with_its_last_log_lines(tmp_path, docker_engine,  # noqa: F811
+                                                                          prometheus_image):
+    from enova.errors import PermanentError
+
+    state = tmp_path / "state"
+    (state / "monitoring" / "data").mkdir(parents=True)
+    (state / "monitoring" / "data").chmod(0o755)
+    config = dataclasses.replace(monitoring_config(None), port=free_port())
+    # nobody cannot write the TSDB folder: Prometheus exits at start
+    options = ComposeOptions(images={"prometheus": prometheus_image}, user="65534:65534")
+    try:
+        with pytest.raises(PermanentError, match=r"prometheus exited at start(.|\n)*permission denied"):
+            start_compose(state, config, options, None, NO_GPU, docker_host=docker_engine, services=("prometheus",),
+                          ready_timeout=60)
+    finally:
+        stop_compose(state, docker_host=docker_engine)
