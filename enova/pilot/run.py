@@ -112,6 +112,7 @@ class _Child:
     probe: str = ""           # GET url+probe answers 200 once it serves
     ready: bool = False
     started: float = field(default_factory=time.monotonic)
+    log_offset: int = 0       # where this run's output starts in its (appended) log
 
 
 class Pilot:
@@ -175,10 +176,10 @@ class Pilot:
             raise UsageError(f"a pilot already runs here (pid {previous.pilot.pid}, specs {previous.specs}); "
                              "stop it with `enova pilot stop`, or give this one another --state-dir")
         self.progress(f"the last pilot (pid {previous.pilot.pid}) did not stop; picking up what it left")
-        for name in ("webui", "app", "reconciler"):
+        for name, label in (("webui", "web UI"), ("app", "app server"), ("reconciler", "reconciler")):
             handle = previous.processes.get(name)
             if handle is not None and handle.alive():
-                self.progress(f"stopping its {name} (pid {handle.pid})")
+                self.progress(f"stopping its {label} (pid {handle.pid})")
                 terminate(handle, 60.0 if name == "reconciler" else 10.0)
         return previous
 
@@ -278,6 +279,7 @@ class Pilot:
         log.parent.mkdir(parents=True, exist_ok=True)
         argv = enova_argv(self.state_dir, *args)
         with open(log, "ab") as fh:
+            offset = fh.tell()
             fh.write(f"--- enova pilot: starting {argv}\n".encode())
             fh.flush()
             try:
@@ -286,7 +288,7 @@ class Pilot:
             except OSError as exc:
                 raise EnovaError(f"cannot start the {label}: {exc}") from None
         handle = Handle.of(proc.pid, argv, str(log))
-        self.children[name] = _Child(name, label, proc, handle, url, probe)
+        self.children[name] = _Child(name, label, proc, handle, url, probe, log_offset=offset)
         assert self.record is not None
         self.record.processes[name] = handle
         write_record(self.state_dir, self.record)
@@ -320,7 +322,8 @@ class Pilot:
         health = f"http://{_client_host(gw.host if gw else HOST)}:{gw.port if gw else 9199}/health"
         wanted = sorted(n for n, d in specs.deployments.items()
                         if d.doc.spec.replicas >= 1 or (d.doc.spec.scaling and d.doc.spec.scaling.min >= 1))
-        relay = _LogRelay(self.children["reconciler"].handle.log)
+        reconciler = self.children["reconciler"]
+        relay = _LogRelay(reconciler.handle.log, reconciler.log_offset)
         events = _EventRelay(self.state_dir, since)
         store = StateStore(self.state_dir)
         next_beat = time.monotonic() + HEARTBEAT
@@ -471,9 +474,9 @@ class Pilot:
 class _LogRelay:
     """New complete lines of a log file (the reconciler's), without enova's "enova: " prefix."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, offset: int = 0):
         self.path = path
-        self.offset = 0
+        self.offset = offset
         self.partial = b""
 
     def lines(self) -> list[str]:

@@ -177,3 +177,29 @@ def test_a_bad_proxy_is_refused_before_the_specs_are_written(tmp_path):
     with pytest.raises(UsageError, match="--hf_proxy"):
         pilot(tmp_path, hf_proxy="proxy:3128").run()
     assert not (tmp_path / "enova-pilot").exists()
+
+
+def test_after_a_killed_pilot_the_next_one_stops_its_children_and_adopts_its_deployment(tmp_path, procs):
+    from enova.pilot.specs import GpuChoice, prepare_specs
+    s = settings(tmp_path)
+    dead = procs()
+    dead.kill()
+    dead.wait()
+    app, webui, reconciler = procs(), procs(), procs()
+    name = "smollm2-135m-instruct"
+    StateStore(s.state_dir).write_deployment(DeploymentRecord(
+        name=name, replicas=1, config_hash="x", config={}, applied_at=time.time(),
+        source=str(tmp_path / "enova-pilot" / "deployment.yaml:4")))
+    write_record(s.state_dir, PilotRecord(
+        pilot=Handle(dead.pid, 1.0), specs=str(tmp_path / "enova-pilot"), state_dir=str(s.state_dir),
+        started_at=time.time(), deployments=[name],
+        processes={"app": Handle.of(app.pid), "webui": Handle.of(webui.pid), "reconciler": Handle.of(reconciler.pid)}))
+    p = pilot(tmp_path)
+    previous = p._previous_pilot()
+    for proc in (app, webui, reconciler):
+        assert proc.wait(timeout=5) is not None
+    specs = prepare_specs(tmp_path / "enova-pilot", p.config.options, cache_dir=s.cache_dir,
+                          gpu_choice=lambda: GpuChoice(0, "cpu")).specs
+    p._check_shared_state(specs, previous)  # its own deployment: adopted, not refused
+    with pytest.raises(UsageError, match="not by pilot"):
+        p._check_shared_state(specs, None)
