@@ -11,7 +11,7 @@
   const $ = (sel) => document.querySelector(sel);
   const path = decodeURIComponent(location.pathname.replace(/\/+$/, ""));
   const name = path.startsWith("/instance/") ? path.slice("/instance/".length) : "";
-  const state = {series: null, runsActive: false, timers: [], reportNeedsToken: false};
+  const state = {series: null, runsActive: false, reportNeedsToken: false};
 
   function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
@@ -92,7 +92,7 @@
       if (!document.hidden) {
         try { await fn(); } catch (e) { failed(e); }
       }
-      state.timers.push(setTimeout(run, typeof ms === "function" ? ms() : ms));
+      setTimeout(run, typeof ms === "function" ? ms() : ms);
     };
     run();
   }
