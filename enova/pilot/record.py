@@ -50,6 +50,9 @@ class PilotRecord:
     state_dir: str
     started_at: float
     deployments: list[str] = field(default_factory=list)
+    # deployments in the shared state when pilot started that were not its own: never its to stop,
+    # even when the specs are edited to name one
+    others_before: list[str] = field(default_factory=list)
     processes: dict[str, Handle] = field(default_factory=dict)   # reconciler, app, webui
     # the gateway / Prometheus found running when pilot started (not pilot's: left running)
     gateway_before: Handle | None = None
@@ -65,6 +68,7 @@ class PilotRecord:
             return Handle(**value) if isinstance(value, dict) else None
         return cls(pilot=handle(data["pilot"]), specs=data["specs"], state_dir=data["state_dir"],
                    started_at=float(data["started_at"]), deployments=list(data.get("deployments", [])),
+                   others_before=list(data.get("others_before", [])),
                    processes={k: handle(v) for k, v in data.get("processes", {}).items()},
                    gateway_before=handle(data.get("gateway_before")),
                    prometheus_before=handle(data.get("prometheus_before")), urls=dict(data.get("urls", {})))

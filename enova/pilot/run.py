@@ -44,7 +44,7 @@ from enova.reconcile.controller import STALLED, read_status
 from enova.reconcile.events import EventLog
 from enova.runtime.procs import log_tail
 from enova.settings import Settings
-from enova.spec.loader import SpecSet
+from enova.spec.loader import SpecSet, load_specs
 
 from .record import Handle, PilotRecord, read_record, remove_record, terminate, write_record
 from .specs import PilotOptions, PreparedSpecs, prepare_specs
@@ -148,6 +148,8 @@ class Pilot:
         self.record = PilotRecord(
             pilot=Handle.of(os.getpid(), sys.argv), specs=str(prepared.folder), state_dir=str(self.state_dir),
             started_at=began_wall, deployments=sorted(set(specs.deployments) | set(previous.deployments if previous else [])),
+            others_before=previous.others_before if previous else
+            sorted(set(StateStore(self.state_dir).deployment_names()) - set(specs.deployments)),
             gateway_before=previous.gateway_before if previous else self._gateway_now(),
             prometheus_before=previous.prometheus_before if previous else self._prometheus_now())
         write_record(self.state_dir, self.record)
@@ -444,12 +446,31 @@ class Pilot:
             self.out(event.format())
 
     def _watch_children(self) -> None:
+        ticks = 0
         while not self.stop.wait(1.0):
             try:
                 self._check_children()
             except EnovaError as exc:
                 self.failure = str(exc)
                 self.stop.set()
+            ticks += 1
+            if ticks % 5 == 0:
+                self._track_specs()
+
+    def _track_specs(self) -> None:
+        """Deployments added to the specs while pilot runs are pilot's too (stopped with it, and
+        listed in its record for `enova pilot stop`). Specs that do not load are the reconciler's
+        to report; they change nothing here."""
+        assert self.record is not None
+        try:
+            specs = load_specs(Path(self.record.specs))
+        except EnovaError:
+            return
+        added = sorted(set(specs.deployments) - set(self.record.deployments) - set(self.record.others_before))
+        if added:
+            self.record.deployments = sorted(set(self.record.deployments) | set(added))
+            write_record(self.state_dir, self.record)
+            self.progress(f"{', '.join(added)}: added to the specs; stopped with pilot")
 
     # ---- stopping ---------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -457,6 +478,7 @@ class Pilot:
             return
         self.progress("stopping everything pilot started (the specs stay)")
         began = time.monotonic()
+        self._track_specs()
         problems = shutdown(self.record, self.settings, self.progress)
         for child in self.children.values():
             try:

@@ -203,3 +203,18 @@ def test_after_a_killed_pilot_the_next_one_stops_its_children_and_adopts_its_dep
     p._check_shared_state(specs, previous)  # its own deployment: adopted, not refused
     with pytest.raises(UsageError, match="not by pilot"):
         p._check_shared_state(specs, None)
+
+
+def test_a_deployment_added_to_the_specs_while_pilot_runs_is_pilots_but_never_one_it_found_running(tmp_path):
+    from enova.pilot.specs import GpuChoice, prepare_specs
+    p = pilot(tmp_path)
+    folder = prepare_specs(tmp_path / "enova-pilot", p.config.options, cache_dir=tmp_path / "cache",
+                           gpu_choice=lambda: GpuChoice(0, "cpu")).folder
+    p.record = PilotRecord(pilot=Handle.of(os.getpid()), specs=str(folder), state_dir=str(p.state_dir),
+                           started_at=time.time(), deployments=["smollm2-135m-instruct"], others_before=["theirs"])
+    for name in ("second", "theirs"):
+        (folder / f"{name}.yaml").write_text(
+            f"apiVersion: enova/v1\nkind: Deployment\nmetadata: {{name: {name}}}\n"
+            "spec: {model: builtin:smollm2-135m-instruct, replicas: 0}\n")
+    p._track_specs()
+    assert read_record(p.state_dir).deployments == ["second", "smollm2-135m-instruct"]
