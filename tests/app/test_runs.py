@@ -163,3 +163,32 @@ def test_a_run_against_a_replica_not_ready_or_a_dead_gateway_is_409_and_starts_n
     answer = client.post("/api/v1/runs", headers=AUTH, json={"deployment": "fixture", "rate": 1})
     assert answer.status_code == 409 and "gateway is not running" in answer.json()["detail"]
     assert not (served.settings.state_dir / "app" / "runs").exists()
+
+
+def test_stopping_the_server_cancels_its_runs_and_they_write_partial_results(tmp_path, upstream):
+    import threading
+
+    import httpx
+
+    from enova.app.server import serve
+    served = Served(tmp_path, upstream)
+    ctx = AppContext(settings=served.settings, specs=served.specs, token=TOKEN,
+                     inventory=lambda: GpuInventory(reason="no GPU (test)"))
+    stop, up = threading.Event(), threading.Event()
+    thread = threading.Thread(target=serve, args=(ctx, "127.0.0.1", 19519), kwargs={"ready": up.set, "stop": stop})
+    thread.start()
+    try:
+        assert up.wait(30)
+        url = "http://127.0.0.1:19519"
+        run = httpx.post(f"{url}/api/v1/runs", headers=AUTH, timeout=10,
+                         json={"deployment": "fixture", "rate": 5, "duration": 60, "output_len": 4}).json()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/api/v1/runs/{run['id']}", timeout=10).json()["progress"]["sent"] is None:
+            assert time.monotonic() < deadline, "the run never reported progress"
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    ended = served.client().get(f"/api/v1/runs/{run['id']}").json()
+    assert ended["state"] == "cancelled" and ended["partial"] is True and ended["result_url"]
