@@ -140,10 +140,12 @@ def mon_stop() -> None:
     containers); stored metrics and every data folder are kept."""
     from enova.monitor.compose import ComposePaths
     from enova.monitor.compose_engine import stop_compose
-    from enova.monitor.process import stop_monitoring
+    from enova.monitor.process import read_record, stop_monitoring
     try:
-        print(stop_monitoring(state.settings.state_dir))
-        if ComposePaths(state.settings.state_dir).record.exists():
+        composed = ComposePaths(state.settings.state_dir).record.exists()
+        if read_record(state.settings.state_dir) is not None or not composed:
+            print(stop_monitoring(state.settings.state_dir))
+        if composed:
             print(stop_compose(state.settings.state_dir))
     except EnovaError as exc:
         raise fail(exc)

@@ -386,6 +386,11 @@ def stop_compose(state_dir: Path, *, docker_host: str | None = None, timeout: in
             ours = {s: c for s, c in found.items() if c.labels.get(LABEL_MANAGED) == "enova"}
             for container in ours.values():
                 _remove(container, timeout)
+            try:
+                record = json.loads(paths.record.read_text())
+                write_json(paths.record, {**record, "stopped_at": time.time()})
+            except (OSError, ValueError):
+                pass
         finally:
             client.close()
     finally:
@@ -401,7 +406,7 @@ def stop_compose(state_dir: Path, *, docker_host: str | None = None, timeout: in
 @dataclass(frozen=True)
 class ServiceView:
     service: str
-    state: str                      # running | exited (code N) | missing
+    state: str                      # Docker's word (running, restarting ...), exited (code N), stopped, missing
     container: str = ""
     image: str = ""
 
@@ -440,8 +445,8 @@ def compose_view(state_dir: Path, *, docker_host: str | None = None) -> ComposeV
         views = []
         for service in sorted(set(wanted) | set(found)):
             c = found.get(service)
-            if c is None:
-                views.append(ServiceView(service, "missing"))
+            if c is None:   # gone: stopped by `enova mon stop`, or removed behind enova's back
+                views.append(ServiceView(service, "stopped" if record.get("stopped_at") else "missing"))
                 continue
             state = c.status
             if state in ("exited", "dead"):
@@ -469,9 +474,11 @@ def merge_view(view: Any, composed: ComposeView | None, *, timeout: float = 2.0)
     part = PartView("prometheus", "running", url, detail=f"container {PROJECT}-prometheus (compose mode)")
     parts = [part if p.name == "prometheus" else p for p in view.parts]
     answered = _active_targets(url, timeout) if url else None
+    shown = {**view.paths, "config": composed.compose_file.replace("compose.yaml", "prometheus/prometheus.yml")}
     if answered is None:
-        return replace(view, mode="compose", parts=parts)
-    return replace(view, mode="compose", parts=parts, targets=_sorted(answered), targets_from="prometheus")
+        return replace(view, mode="compose", parts=parts, paths=shown)
+    return replace(view, mode="compose", parts=parts, paths=shown, targets=_sorted(answered),
+                   targets_from="prometheus")
 
 
 def render_view_text(view: ComposeView) -> str:

@@ -182,6 +182,7 @@ def test_mon_status_shows_the_containers_and_the_compose_prometheus_target_healt
         [("enova-gateway", f"127.0.0.1:{target}", "up")]
     assert [(s["service"], s["state"]) for s in status["compose"]["services"]] == [("prometheus", "running")]
     assert status["compose"]["password_file"] == str(ComposePaths(state).password)
+    assert status["paths"]["config"] == str(ComposePaths(state).root / "prometheus" / "prometheus.yml")
     text = enova(state, "mon", "status").stdout
     assert f"password in {ComposePaths(state).password}" in text and "prometheus: running" in text
 
@@ -204,7 +205,9 @@ def test_changed_settings_recreate_prometheus_and_stop_keeps_its_data(stack, doc
     wait_for_up(config.url, "enova-gateway")
     done = enova(state, "mon", "stop", docker_host="unix:///nonexistent.sock")  # the recorded engine is used
     assert done.returncode == 0, done.stderr
-    assert "compose: stopped and removed prometheus" in done.stdout
+    assert done.stdout.startswith("compose: stopped and removed prometheus")   # no word about local mode
+    status = json.loads(enova(state, "mon", "status", "-o", "json").stdout)
+    assert [(s["service"], s["state"]) for s in status["compose"]["services"]] == [("prometheus", "stopped")]
     assert not project_labelled(docker_client)
     data = ComposePaths(state).monitor.data
     assert (data / "wal").is_dir() and any((data / "wal").iterdir())
