@@ -65,27 +65,30 @@ class PreparedSpecs:
     message: str       # one line for the user: written how, or reused
 
 
-def choose_gpus(model: str, *, cache_dir: Path, base_dir: Path, fixed: Mapping[str, Any]) -> GpuChoice:
+def choose_gpus(model: str, *, cache_dir: Path, base_dir: Path, fixed: Mapping[str, Any],
+                inventory: Callable[[], Any] | None = None) -> GpuChoice:
     """GPUs per replica for `model` on this host: none without a GPU (vLLM's CPU build); else the
     tensor_parallel_size the recommender chooses for the GPUs NVML finds (1 when the model's
     config cannot be read now: engine.args auto still sizes the rest at plan time). Blocking:
     NVML, and a hub model's config.json when not cached."""
     from enova.advise import Request, advise
     from enova.observe.gpus import gpu_inventory
-    inventory = gpu_inventory()
-    if not inventory.gpus:
-        return GpuChoice(0, f"no GPU ({inventory.reason or 'none found'}): vLLM's CPU build")
+    observe = inventory or gpu_inventory
+    found = observe()
+    if not found.gpus:
+        return GpuChoice(0, f"no GPU ({found.reason or 'none found'}): vLLM's CPU build")
     tp = fixed.get("tensor_parallel_size")
     if isinstance(tp, int) and not isinstance(tp, bool) and tp >= 1:
         return GpuChoice(tp, f"--tensor-parallel-size {tp} (given)")
     try:
-        rec = advise(Request(model=model, fixed=dict(fixed)), base_dir=base_dir, cache_dir=cache_dir)
+        rec = advise(Request(model=model, fixed=dict(fixed)), base_dir=base_dir, cache_dir=cache_dir,
+                     inventory=lambda: found)
     except EnovaError as exc:
         first = str(exc).splitlines()[0]
-        return GpuChoice(1, f"{len(inventory.gpus)} GPU(s) found; 1 per replica, as the recommender could not "
+        return GpuChoice(1, f"{len(found.gpus)} GPU(s) found; 1 per replica, as the recommender could not "
                             f"size the model now ({first})")
     count = int(rec.args.get("tensor_parallel_size", 1))
-    return GpuChoice(count, f"{count} of {len(inventory.gpus)} GPU(s) per replica: the recommender's "
+    return GpuChoice(count, f"{count} of {len(found.gpus)} GPU(s) per replica: the recommender's "
                             f"tensor_parallel_size for {rec.target}")
 
 

@@ -148,3 +148,25 @@ def test_on_this_host_without_a_gpu_the_cpu_engine_is_chosen(tmp_path, cache):
         pytest.skip("this host has a GPU")
     choice = choose_gpus(MODEL, cache_dir=tmp_path, base_dir=tmp_path, fixed={})
     assert choice.gpus == 0 and "CPU build" in choice.reason
+
+
+def gpus(count: int, mib: int):
+    from enova.observe.gpus import Gpu, GpuInventory
+    return lambda: GpuInventory(gpus=tuple(Gpu(i, f"GPU-{i}", "NVIDIA L4", mib, 0) for i in range(count)))
+
+
+def test_with_gpus_the_recommender_chooses_how_many_a_replica_gets(tmp_path, cache):
+    choice = choose_gpus(MODEL, cache_dir=cache, base_dir=tmp_path, fixed={}, inventory=gpus(4, 23034))
+    assert choice.gpus == 1 and choice.reason.startswith("1 of 4 GPU(s) per replica: the recommender's")
+
+
+def test_a_given_tensor_parallel_size_is_the_gpu_count(tmp_path, cache):
+    choice = choose_gpus(MODEL, cache_dir=cache, base_dir=tmp_path, fixed={"tensor_parallel_size": 2},
+                         inventory=gpus(4, 23034))
+    assert (choice.gpus, choice.reason) == (2, "--tensor-parallel-size 2 (given)")
+
+
+def test_a_model_the_recommender_cannot_read_gets_one_gpu_and_says_why(tmp_path, cache):
+    choice = choose_gpus(str(tmp_path / "no-such-model"), cache_dir=cache, base_dir=tmp_path, fixed={},
+                         inventory=gpus(2, 23034))
+    assert choice.gpus == 1 and "could not size the model now" in choice.reason
