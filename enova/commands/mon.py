@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from enova.commands.common import Output, OutputOpt, fail, progress, state
-from enova.errors import EnovaError
+from enova.errors import EnovaError, UsageError
 
 mon_app = typer.Typer(help="Monitoring: a Prometheus that scrapes the gateway and every replica "
                       "(with Grafana, an OpenTelemetry collector and Tempo in compose mode).",
@@ -42,6 +42,10 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
             "--grafana-port", min=1, max=65535, help="Compose mode: Grafana's port on 127.0.0.1.")] = 32827,
         dcgm: Annotated[Dcgm, typer.Option(
             "--dcgm", help="Compose mode: run DCGM's exporter: auto (when NVML reports a GPU), on, off.")] = Dcgm.auto,
+        image: Annotated[Optional[list[str]], typer.Option(
+            "--image", metavar="SERVICE=IMAGE", help="Compose mode: run SERVICE (prometheus, grafana, "
+            "otel-collector, tempo, dcgm-exporter) from IMAGE, pinned by tag, instead of the default: a "
+            "registry mirror. Repeatable.")] = None,
         ) -> None:
     """Write Prometheus's configuration and scrape targets, start Prometheus (or keep the running
     one when its settings are unchanged) and print its URL and targets. In compose mode, render
@@ -55,8 +59,11 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
         if mode is not None:
             config = dataclasses.replace(config, mode=mode.value, source=f"--mode {mode.value}")
         if config.mode == "compose":
-            _start_compose(config, spec_set, grafana_port, dcgm.value)
+            _start_compose(config, spec_set, grafana_port, dcgm.value, image or [])
             return
+        if image:
+            raise UsageError("--image is for compose mode (--mode compose, or mode: compose in the Monitoring "
+                             "document)")
         _refuse_while_compose_runs()
         changed = sync_rules(state.settings.state_dir, spec_set)
         result = start_monitoring(state.settings.state_dir, config, progress=progress)
@@ -74,7 +81,6 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
 def _refuse_while_compose_runs() -> None:
     """Local mode's start, while compose mode's containers run here: a clear error instead of a
     port conflict. Asks the engine only when compose mode was started in this state directory."""
-    from enova.errors import UsageError
     from enova.monitor.compose_engine import compose_view
     composed = compose_view(state.settings.state_dir)
     running = [s.service for s in composed.services if s.state == "running"] if composed else []
@@ -90,13 +96,13 @@ def _print_targets(targets: dict) -> None:
         print(f"  {job}: {', '.join(addresses) if addresses else 'no targets yet'}")
 
 
-def _start_compose(config, spec_set, grafana_port: int, dcgm: str) -> None:
-    from enova.monitor.compose import ComposeOptions
+def _start_compose(config, spec_set, grafana_port: int, dcgm: str, image: list[str]) -> None:
+    from enova.monitor.compose import ComposeOptions, parse_images
     from enova.monitor.compose_engine import start_compose
     from enova.monitor.targets import read_target_files
     from enova.observe.gpus import gpu_inventory
 
-    options = ComposeOptions(grafana_port=grafana_port, dcgm=dcgm)
+    options = ComposeOptions(grafana_port=grafana_port, dcgm=dcgm, images=parse_images(image))
     state_dir = state.settings.state_dir
     result = start_compose(state_dir, config, options, spec_set, gpu_inventory(), progress=progress)
     print(f"compose project enova-monitoring on {result.docker_host} ({result.compose_file}):")

@@ -114,6 +114,22 @@ def check_pinned(service: str, image: str) -> None:
                          "never `latest`")
 
 
+def parse_images(overrides: list[str]) -> dict[str, str]:
+    """IMAGES with `--image SERVICE=IMAGE` overrides applied. Raises UsageError naming the option
+    for a malformed entry, an unknown service, or an image not pinned by tag."""
+    images = dict(IMAGES)
+    for entry in overrides:
+        service, sep, image = entry.partition("=")
+        if not sep or not service or not image:
+            raise UsageError(f"--image {entry!r}: must be SERVICE=IMAGE, such as "
+                             f"prometheus=registry.example/prom/prometheus:v2.55.1")
+        if service not in IMAGES:
+            raise UsageError(f"--image {entry!r}: unknown service {service!r}; one of {', '.join(IMAGES)}")
+        check_pinned(service, image)
+        images[service] = image
+    return images
+
+
 def dcgm_wanted(option: str, inventory: GpuInventory) -> tuple[bool, str]:
     """Whether DCGM's exporter runs, and why (for the output)."""
     if option == "on":

@@ -312,3 +312,19 @@ def test_the_entry_point_for_apply_and_the_reconciler_runs_local_mode_for_a_loca
     finally:
         stop_monitoring(state)
     assert not ComposePaths(state).root.exists()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("prometheus", "must be SERVICE=IMAGE"),
+    ("loki=grafana/loki:3.2.0", "unknown service 'loki'"),
+    ("grafana=grafana/grafana:latest", "the grafana image 'grafana/grafana:latest' must be pinned"),
+])
+def test_a_bad_image_override_is_a_usage_error_naming_the_option(tmp_path, entry, message):
+    done = enova(tmp_path, "mon", "start", "--mode", "compose", "--image", entry)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "state" / "monitoring" / "compose").exists()
+
+
+def test_an_image_override_outside_compose_mode_is_refused(tmp_path):
+    done = enova(tmp_path, "mon", "start", "--image", "prometheus=prom/prometheus:v2.55.1")
+    assert done.returncode == 2 and "--image is for compose mode" in done.stderr

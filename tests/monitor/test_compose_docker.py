@@ -272,3 +272,12 @@ def test_a_service_that_fails_at_start_is_reported_with_its_last_log_lines(tmp_p
                           ready_timeout=60)
     finally:
         stop_compose(state, docker_host=docker_engine)
+
+
+def test_an_image_override_is_the_image_checked_and_only_the_others_are_missing(docker_engine, tmp_path,  # noqa: F811
+                                                                               prometheus_image):
+    done = enova(tmp_path / "state", "mon", "start", "--mode", "compose", "--dcgm", "off",
+                 "--image", f"prometheus={prometheus_image}", docker_host=docker_engine)
+    assert done.returncode == 2, done.stderr
+    pulls = sorted(line.strip() for line in done.stderr.splitlines() if line.strip().startswith("docker pull"))
+    assert pulls == sorted(f"docker pull {IMAGES[s]}" for s in ("grafana", "otel-collector", "tempo"))
