@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from enova.app import pages
 from enova.app.series import LiveSampler, histogram_quantile
-from enova.app.server import AppContext, create_app
+from enova.app.server import AppContext, create_app, serve
 from enova.gateway.metrics import GatewayMetrics
 from enova.monitor.prometheus import MonitoringConfig, MonitorPaths, prometheus_argv, render_config
 from enova.monitor.rules import dump_rules, slo_rules
@@ -356,3 +356,66 @@ def test_beyond_loopback_the_series_need_the_token_and_any_name_gets_the_page_sh
     assert client.get(url, headers={"Authorization": "Bearer secret"}).json()["deployment"] == DEPLOYMENT
     # whether a deployment exists is the API's to say, behind the token
     assert client.get("/instance/nope").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# The page's own drawing, in Debian's headless Chromium, over the live fallback (no engine)
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser_page(world):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    client, metrics, gateway = world
+    ctx = client.app.state.ctx
+    # the real cache, where vLLM's argument table already is (the API checks engine args with it)
+    served = AppContext(settings=Settings(state_dir=ctx.settings.state_dir, cache_dir=Settings.from_env().cache_dir),
+                        specs=ctx.specs, token="secret")
+    port = free_port()
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(served,), kwargs={"host": "127.0.0.1", "port": port, "stop": stop},
+                              daemon=True)
+    thread.start()
+    try:
+        assert until(lambda: answers(f"http://127.0.0.1:{port}/instance"), 30)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            yield page, metrics, gateway, f"http://127.0.0.1:{port}"
+            browser.close()
+    finally:
+        stop.set()
+        thread.join(15)
+
+
+def drawn(page, chart_id: str, series: str):
+    return page.evaluate("""([chart, series]) => {
+        const p = document.querySelector(`#chart-${chart} path[data-series="${series}"]`);
+        return p ? {d: p.getAttribute("d"), last: p.dataset.last === "" ? null : Number(p.dataset.last)} : null;
+    }""", [chart_id, series])
+
+
+def test_the_page_draws_the_live_values_where_they_belong_and_follows_new_requests(browser_page):
+    page, metrics, gateway, base = browser_page
+    page.goto(f"{base}/instance/{DEPLOYMENT}")
+    page.wait_for_selector('#source[data-source="live"]')
+    page.wait_for_function("() => document.querySelectorAll('#charts figure svg').length === 10")
+    assert "enova mon start" in page.inner_text("#source")
+    # the chart is 560 x 220 with the plot from y 12 to y 194: KV cache (0-100%) at the vLLM
+    # page's 6.67% is at y 12 + 182 * (1 - 0.0667) = 181.9
+    kv = drawn(page, "kv_cache", "chat-1a2b3c")
+    assert kv["last"] == pytest.approx(0.0667, abs=1e-3) and kv["d"].endswith(" 181.9")
+    # the SLO's ttft_p95_ms 300 ms on an axis up to 500 ms: y 12 + 182 * (1 - 0.6) = 84.8
+    [line] = page.evaluate("() => [...document.querySelectorAll('#chart-ttft line.slo')]"
+                           ".map(l => [Number(l.dataset.line), Number(l.getAttribute('y1'))])")
+    assert line == [0.3, pytest.approx(84.8)]
+    assert drawn(page, "requests", "received") is None         # no rate before a second read
+    traffic(metrics, 20, ttft=0.2)
+    gateway.body = metrics.render()
+    after = until(lambda: (lambda d: d if d and d["last"] else None)(drawn(page, "requests", "received")), 20)
+    assert after and after["last"] > 0
+    # 20 requests at 0.2 s, all in the bucket (0.1, 0.25]: p95 = 0.1 + 0.15 * 19 / 20, as Prometheus interpolates
+    assert until(lambda: drawn(page, "ttft", "p95"), 10)["last"] == pytest.approx(0.2425)
