@@ -199,7 +199,8 @@ def start_compose(state_dir: Path, config: MonitoringConfig, options: ComposeOpt
     files, the target files, the password (once) and the SLO rules of `specs` (sending SIGHUP to
     a Prometheus container it leaves running when they changed), and creates, recreates or leaves
     each container. Blocks until each started service answers its readiness URL (TemporaryError after
-    `ready_timeout`, with the container's last log lines; PermanentError when a container exits).
+    `ready_timeout`, the containers left running; PermanentError with the container's last log
+    lines when one exits or restarts).
     Raises LockHeldError when another `enova mon` acts."""
     from .process import is_running, read_record, sync_rules
 
@@ -235,6 +236,12 @@ def start_compose(state_dir: Path, config: MonitoringConfig, options: ComposeOpt
             _write_files(paths, rendered)
             password = ensure_password(paths.password)
             rules_changed = sync_rules(paths.monitor.state_dir, specs)
+            # recorded before any container is made, so that `mon stop` and `mon status` find a
+            # half-done start too
+            write_json(paths.record, {"docker_host": host, "started_at": clock(), "services": list(wanted),
+                                      "images": rendered.images, "urls": rendered.urls,
+                                      "compose_file": str(paths.compose_file), "password_file": str(paths.password),
+                                      "dcgm": rendered.dcgm_reason})
             results = _apply(client, definitions, wanted, existing, keep, progress)
             if rules_changed and any(r.service == "prometheus" and r.action == "unchanged" for r in results):
                 existing["prometheus"].kill(signal="SIGHUP")    # re-read the rule files; no restart
@@ -243,13 +250,8 @@ def start_compose(state_dir: Path, config: MonitoringConfig, options: ComposeOpt
                 _remove(existing[name])
                 results.append(ServiceResult(name, "removed", existing[name].name))
             _wait_ready(client, rendered, results, ready_timeout)
-            result = ComposeResult(results, rendered.urls, str(paths.compose_file), str(paths.password), password,
-                                   rendered.dcgm_reason, host)
-            write_json(paths.record, {"docker_host": host, "started_at": clock(), "services": list(wanted),
-                                      "images": rendered.images, "urls": rendered.urls,
-                                      "compose_file": str(paths.compose_file), "password_file": str(paths.password),
-                                      "dcgm": rendered.dcgm_reason})
-            return result
+            return ComposeResult(results, rendered.urls, str(paths.compose_file), str(paths.password), password,
+                                 rendered.dcgm_reason, host)
         finally:
             client.close()
     finally:

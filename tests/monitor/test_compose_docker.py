@@ -270,6 +270,8 @@ def test_a_service_that_fails_at_start_is_reported_with_its_last_log_lines(tmp_p
         with pytest.raises(PermanentError, match=r"prometheus exited at start(.|\n)*permission denied"):
             start_compose(state, config, options, None, NO_GPU, docker_host=docker_engine, services=("prometheus",),
                           ready_timeout=60)
+        done = enova(state, "mon", "stop")          # the failed start is recorded: stop finds its container
+        assert "compose: stopped and removed prometheus" in done.stdout, done.stderr
     finally:
         stop_compose(state, docker_host=docker_engine)
 
