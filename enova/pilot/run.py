@@ -372,7 +372,9 @@ class Pilot:
                 parts.append(f"{name}: no replica started yet (model being prepared, or the first pass)")
             for r in records:
                 took = time.time() - r.started_at if r.started_at else 0
-                parts.append(f"{name}: replica {r.id} {r.state} for {took:.0f} s (engine log {r.log})")
+                last = _last_line(r.log) if r.state == "starting" else ""
+                parts.append(f"{name}: replica {r.id} {r.state} for {took:.0f} s (engine log {r.log})"
+                             + (f"; its last line: {last}" if last else ""))
         if serving is None:
             parts.append("gateway: not answering yet")
         waiting = [c.label for c in self.children.values() if c.probe and not c.ready]
@@ -530,6 +532,21 @@ class _EventRelay:
         fresh = events[self.seen:]
         self.seen = len(events)
         return fresh
+
+
+def _last_line(path: str, width: int = 160) -> str:
+    """The engine log's last line as a terminal shows it (a download's progress bar redraws its
+    line with carriage returns: the last redraw), cut to `width`."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [seg.strip() for line in tail.splitlines() for seg in line.split("\r")[-1:] if seg.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def _answers(url: str) -> bool:

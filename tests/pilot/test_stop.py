@@ -218,3 +218,13 @@ def test_a_deployment_added_to_the_specs_while_pilot_runs_is_pilots_but_never_on
             "spec: {model: builtin:smollm2-135m-instruct, replicas: 0}\n")
     p._track_specs()
     assert read_record(p.state_dir).deployments == ["second", "smollm2-135m-instruct"]
+
+
+def test_the_heartbeat_shows_a_starting_engines_last_line_as_a_terminal_would(tmp_path):
+    from enova.pilot.run import _last_line
+    log = tmp_path / "engine.log"
+    log.write_bytes(b"INFO loading\nmodel.safetensors:  10%|#   | 1.0G/10G\rmodel.safetensors:  42%|####  | 4.2G/10G\r\n")
+    assert _last_line(str(log)) == "model.safetensors:  42%|####  | 4.2G/10G"
+    log.write_text("x" * 500 + "\n")
+    assert _last_line(str(log), width=20) == "x" * 17 + "..."
+    assert _last_line(str(tmp_path / "missing.log")) == ""
