@@ -77,7 +77,8 @@ LIVE_MIN_GAP = 2.0          # seconds between two reads of the /metrics pages
 LIVE_HISTORY = 900.0        # seconds of live samples kept per deployment
 LIVE_RATE_WINDOW = 60.0     # as rate(...[1m])
 SCRAPE_TIMEOUT = 2.0
-REFRESH_SECONDS = 5         # how often the page asks again
+REFRESH_SECONDS = 5         # how often the page asks again (live, and Prometheus up to a 10-minute step)
+MAX_REFRESH_SECONDS = 30
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +195,8 @@ def _scale_events_of(path: str, stats: tuple, name: str) -> tuple[dict[str, Any]
 
 
 def prometheus_url(ctx: Any, state_dir: Path) -> Optional[str]:
+    """`enova app run --prometheus URL`, else the Prometheus `enova mon` runs for this state
+    directory (None when its record is missing or its process is gone)."""
     if ctx.prometheus_url:
         return str(ctx.prometheus_url).rstrip("/")
     try:
@@ -204,6 +207,7 @@ def prometheus_url(ctx: Any, state_dir: Path) -> Optional[str]:
 
 
 def chart_lines(chart: str, slo: Optional[dict[str, float]], slo_name: Optional[str]) -> list[dict[str, Any]]:
+    """The threshold lines of a chart: the SLO's latency target (in seconds) and the KV-cache alert."""
     if chart in LATENCY_FIELDS and slo and LATENCY_FIELDS[chart] in slo:
         target = LATENCY_FIELDS[chart]
         return [{"value": slo[target] / 1000, "label": f"SLO {slo_name}: {target} {slo[target]:g} ms"}]
@@ -237,6 +241,9 @@ def _legend(legend: str, labels: dict[str, str], name: str) -> str:
 
 async def _from_prometheus(url: str, name: str, slo_name: Optional[str], slo: Optional[dict[str, float]],
                            now: float, window: int) -> dict[str, Any]:
+    """The charts, attainment and replica-change marks from Prometheus, all queries at once.
+    Raises _PrometheusDown when no query got an answer; a query Prometheus refuses is listed in
+    `errors` and the rest are drawn."""
     model = _dashboard(slo_name, slo, name)
     panels = {p["title"]: p for p in model["panels"] if p.get("type") != "row"}
     step = max(MIN_STEP, math.ceil(window / MAX_POINTS))
@@ -280,12 +287,16 @@ async def _from_prometheus(url: str, name: str, slo_name: Optional[str], slo: Op
     out_attainment = []
     for (objective, _), result in zip(attainment, results[len(jobs) + 1:]):
         value = None
-        if not isinstance(result, BaseException) and result and _finite(result[0]["value"][1]):
+        if isinstance(result, BaseException):
+            errors.append(f"attainment {objective}: {result}")
+        elif result and _finite(result[0]["value"][1]):
             value = float(result[0]["value"][1])
         out_attainment.append({"objective": objective, "window": "1h", "value": value,
                                "level": _attainment_level(objective, slo)})
     return {"charts": charts, "attainment": out_attainment, "replica_changes": _collapse(changes, step),
-            "step": step, "errors": errors}
+            "step": step, "errors": errors,
+            # a long window's points are minutes apart: asking every 5 s would redraw the same
+            "refresh_seconds": int(min(MAX_REFRESH_SECONDS, max(REFRESH_SECONDS, step // 2)))}
 
 
 def _attainment_level(objective_title: str, slo: Optional[dict[str, float]]) -> Optional[float]:
