@@ -159,8 +159,10 @@ async def _event_stream(ctx, request: Request, subject: str | None, resume):
     try:
         follow = log.follow(stop, poll=0.2)             # the end of the log is taken now
         last = await asyncio.to_thread(last_position, ctx)
+        sent_upto = resume
         if resume is not None:
             for event, k in await asyncio.to_thread(events_after, ctx, subject, resume):
+                sent_upto = (event.time, k)
                 yield _sse(event, k)
         seen: dict[float, int] = {last[0]: last[1] + 1} if last else {}
 
@@ -195,8 +197,8 @@ async def _event_stream(ctx, request: Request, subject: str | None, resume):
                 return
             k = seen.get(event.time, 0)
             seen[event.time] = k + 1
-            if subject is None or event.subject == subject:
-                yield _sse(event, k)
+            if (subject is None or event.subject == subject) and (sent_upto is None or (event.time, k) > sent_upto):
+                yield _sse(event, k)  # (an event written while the missed ones were read is sent once)
     finally:
         stop.set()
         _streams.release()
