@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request, Security
 from fastapi.exceptions import HTTPException, RequestValidationError
