@@ -649,26 +649,11 @@ def scale_status(
 ) -> None:
     """Per autoscaled deployment: policy, target, replicas ready and starting, the current signals,
     and the last decision with its reason and numbers (as the running reconciler persisted them)."""
-    from enova.observe.scaler import ScalerStore
-    from enova.observe.state import StateStore
-    store = StateStore(_state.settings.state_dir)
-    scalers = ScalerStore(store.root)
-    names = [name] if name else sorted(scalers.targets())
-    rows = []
-    for n in names:
-        data = scalers.read(n)
-        if data is None:
-            known = ", ".join(sorted(scalers.targets())) or "none"
-            raise _fail(UsageError(f"no autoscaler state for {n!r} (autoscaled deployments: {known}); is "
-                                   "`enova reconcile` running with `scaling` in that deployment's spec?"))
-        replicas = store.replicas(n)
-        rows.append({"deployment": n, "policy": data.get("policy"), "target": data.get("target"),
-                     "ready": sum(1 for r in replicas if r.state == "ready"),
-                     "starting": sum(1 for r in replicas if r.state == "starting"),
-                     "start_seconds": data.get("start_seconds"), "updated_at": data.get("updated_at"),
-                     "signals": data.get("signals"), "last_decision": data.get("last_decision"),
-                     "state": {k: data.get(k) for k in ("last_up", "last_down", "shortage_since", "surplus_since",
-                                                         "idle_since", "panic_until", "learned")}})
+    from enova.status.autoscaler import autoscaler_rows
+    try:
+        rows = autoscaler_rows(_state.settings.state_dir, name)
+    except EnovaError as exc:
+        raise _fail(exc)
     if output is Output.json:
         print(json.dumps(rows, indent=2))
         return

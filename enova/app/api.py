@@ -27,7 +27,6 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from enova.errors import EnovaError, TemporaryError
-from enova.observe.scaler import ScalerStore
 from enova.observe.state import StateStore
 from enova.reconcile.controller import read_status
 from enova.reconcile.events import Event, EventLog
@@ -602,29 +601,12 @@ def last_position(ctx) -> tuple[float, int] | None:
 # ---- the autoscaler ------------------------------------------------------------------------------
 
 def autoscaler_rows(ctx, name: str | None = None) -> list[dict[str, Any]]:
-    """`enova scale status -o json`: per autoscaled deployment, policy, target, replicas ready and
-    starting, the last signals and decision, as the running reconciler persisted them."""
-    store = StateStore(ctx.settings.state_dir)
-    scalers = ScalerStore(store.root)
-    known = scalers.names()
-    if name is not None and name not in known:
-        raise NotFound(f"no autoscaler state for {name!r} (autoscaled deployments: {', '.join(known) or 'none'})")
-    rows = []
-    for n in [name] if name is not None else known:
-        data = scalers.read(n)
-        if data is None:  # removed since listed
-            continue
-        replicas = store.replicas(n) if n in store.deployment_names() else []
-        rows.append({"deployment": n, "policy": data.get("policy"), "target": data.get("target"),
-                     "ready": sum(1 for r in replicas if r.state == "ready"),
-                     "starting": sum(1 for r in replicas if r.state == "starting"),
-                     "start_seconds": data.get("start_seconds"), "updated_at": data.get("updated_at"),
-                     "signals": data.get("signals"), "last_decision": data.get("last_decision"),
-                     "state": {k: data.get(k) for k in ("last_up", "last_down", "shortage_since", "surplus_since",
-                                                         "idle_since", "panic_until", "learned")}})
-    if name is not None and not rows:
-        raise NotFound(f"no autoscaler state for {name!r}")
-    return rows
+    """`enova scale status -o json` (enova.status.autoscaler); an unknown name is a 404."""
+    from enova.status.autoscaler import UnknownAutoscaler, autoscaler_rows as rows
+    try:
+        return rows(ctx.settings.state_dir, name)
+    except UnknownAutoscaler as exc:
+        raise NotFound(str(exc)) from None
 
 
 # ---- a spec-level action ------------------------------------------------------------------------------
