@@ -48,6 +48,7 @@ from enova.reconcile.events import EventLog
 from enova.spec.models import NAME_PATTERN
 
 from .auth import require_read_token
+from .schemas import errors
 
 router = APIRouter()
 
@@ -85,7 +86,8 @@ MAX_REFRESH_SECONDS = 30
 # The route
 
 
-@router.get("/api/v1/deployments/{name}/series", tags=["instance"], dependencies=[Depends(require_read_token)])
+@router.get("/api/v1/deployments/{name}/series", tags=["instance"], dependencies=[Depends(require_read_token)],
+            responses=errors(401, 403, 404), summary="Chart data of the deployment's /instance page")
 async def deployment_series(request: Request, name: str,
                             window: int = Query(3600, ge=60, le=7 * 86400,
                                                 description="Seconds of history, up to now (60 to 604800).")
