@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything (see scripts/setup.sh) and run every test, the slow end-to-end ones with
-# the real vLLM CPU engine included. Extra arguments go to pytest (e.g. -m "not slow").
+# the real vLLM CPU engine included. Extra arguments go to one pytest run instead (e.g.
+# -m "not slow"), which then replaces the two runs below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,5 +21,20 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
 fi
 echo "== import layers (import-linter)"
 .venv/bin/lint-imports
-echo "== tests"
-exec .venv/bin/python -m pytest --durations=25 "$@"
+if [ $# -gt 0 ]; then
+  echo "== tests (pytest $*)"
+  exec .venv/bin/python -m pytest --durations=25 "$@"
+fi
+# Two runs, both always run, and the script fails if either does. The fast tests (no engine,
+# no dockerd) run on two workers: they mostly wait on sockets, subprocesses and timers. The
+# rest runs alone, one test at a time: engines are pinned to cores (enova allocates them from
+# the whole machine), and the `serial` tests measure rates and latencies that a neighbour on
+# the other core would disturb.
+status=0
+parallel=(-n 2)
+.venv/bin/python -c 'import xdist' 2>/dev/null || parallel=()  # pytest-xdist missing: one worker
+echo "== fast tests (${parallel[*]:-one worker})"
+.venv/bin/python -m pytest --durations=25 "${parallel[@]}" -m "not slow and not docker and not serial" || status=$?
+echo "== slow, docker and serial tests, one at a time"
+.venv/bin/python -m pytest --durations=25 -m "slow or docker or serial" || status=$((status ? status : $?))
+exit "$status"

@@ -1,6 +1,12 @@
 import pytest
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "serial: a fast test that measures time closely enough that it runs alone, not beside "
+        "another pytest-xdist worker (scripts/test.sh runs these with the slow tests)")
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="Rewrite golden files from the current output instead of comparing.")
