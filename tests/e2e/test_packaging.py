@@ -21,6 +21,11 @@ def test_the_wheel_ships_templates_and_the_console_script(tmp_path):
     for template in ("vllm/argv.yaml.j2", "vllm/env.yaml.j2", "vllm/defaults.yaml", "inject/report.html.j2"):
         assert f"enova/templates/{template}" in names
     assert "enova/inject/data/prompts.jsonl" in names  # the shipped prompt set: a run needs no download
+    # The pages work offline: every file they load is in the wheel, none comes from a CDN.
+    for asset in ("app/static/instance.html", "app/static/instance.js", "app/static/charts.js",
+                  "app/static/instance.css", "webui/static/index.html", "webui/static/app.js",
+                  "webui/static/style.css", "monitor/grafana/enova.json"):
+        assert f"enova/{asset}" in names, asset
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "enova = enova.cli:main" in entry_points
 
