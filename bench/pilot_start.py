@@ -31,7 +31,7 @@ import httpx
 import psutil
 
 ENOVA = [sys.executable, "-m", "enova.cli"]
-GATEWAY, APP, WEBUI, PROMETHEUS, METRICS = 19492, 19460, 19461, 19493, 19462
+GATEWAY, APP, WEBUI, PROMETHEUS, METRICS = 19870, 19871, 19872, 19873, 19874
 URLS = {
     "gateway": f"http://127.0.0.1:{GATEWAY}/health",
     "app server": f"http://127.0.0.1:{APP}/instance",
@@ -84,7 +84,7 @@ def own_group(pid: int) -> list[psutil.Process]:
 def one_run(timeout: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="enova-pilot-bench-"))
     state = work / "state"
-    env = {**os.environ, "ENOVA_STATE_DIR": str(state), "ENOVA_PORT_RANGE": "19640-19659", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "ENOVA_STATE_DIR": str(state), "ENOVA_PORT_RANGE": "19875-19879", "PYTHONUNBUFFERED": "1"}
     argv = [*ENOVA, "pilot", "run", "--specs", str(work / "enova-pilot"), "--port", str(GATEWAY),
             "--app-port", str(APP), "--webui-port", str(WEBUI), "--prometheus-port", str(PROMETHEUS),
             "--metrics-port", str(METRICS)]
