@@ -401,6 +401,7 @@ class Pilot:
         lines += [f"  {name:<{width}}{why}" for name, why in monitoring.items() if not why.startswith("http")]
         lines += [f"  {'specs':<{width}}{prepared.folder} (edit and save: the reconciler applies it)",
                   f"  {'':<{width}}the app server's actions need its token: `enova app token`",
+                  *([f"  {'':<{width}}Grafana's user and password: `enova mon status`"] if "Grafana" in urls else []),
                   "Try it:",
                   f"  curl -X POST {base}/generate -d '{{\"prompt\": \"San Francisco is a\", \"max_tokens\": 64, "
                   "\"temperature\": 0.9, \"top_p\": 0.9}'",
@@ -436,7 +437,9 @@ class Pilot:
         for part in view.parts:
             label = {"prometheus": "Prometheus", "grafana": "Grafana"}.get(part.name, part.name)
             out[label] = part.url if part.state == "running" and part.url else f"{part.state} {part.detail}".strip()
-        out.setdefault("Grafana", "not run by pilot (import the dashboards in enova/monitor/grafana/ into yours)")
+        grafana = _compose_grafana(self.state_dir)
+        out["Grafana"] = grafana or "not run by pilot (`enova mon start --mode compose` runs one; or import the " \
+                                    "dashboards in enova/monitor/grafana/ into yours)"
         return out
 
     def _follow(self, since: float) -> None:
@@ -547,6 +550,16 @@ def _last_line(path: str, width: int = 160) -> str:
     lines = [seg.strip() for line in tail.splitlines() for seg in line.split("\r")[-1:] if seg.strip()]
     line = lines[-1] if lines else ""
     return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _compose_grafana(state_dir: Path) -> str:
+    """Grafana's URL when monitoring's compose mode runs it for this state directory ("" when not:
+    compose mode never started here, or its Grafana container is not running)."""
+    from enova.monitor.compose_engine import compose_view
+    view = compose_view(state_dir)
+    if view is None or not any(s.service == "grafana" and s.state == "running" for s in view.services):
+        return ""
+    return view.urls.get("grafana", "")
 
 
 def _answers(url: str) -> bool:
