@@ -1,9 +1,11 @@
 """`enova reconcile` as a subprocess with the real CPU engine, one scenario per test.
 
-Two scenarios start from nothing, each on its own state directory: a replica that crashes at
-every start backs off with growing delays, and a replica left starting by a stopped reconciler
-is adopted by the next one. The others share one state directory, one replica and one running
-reconciler (the `fleet` fixture, one engine start for all), in this order: the sd_notify
+Two scenarios start from nothing: a replica that crashes at every start backs off with growing
+delays (on its own state directory), and a replica left starting by a stopped reconciler is
+adopted by the next one (on the module's state directory, before the fleet exists; the replica it
+leaves serving is the fleet's, so the fleet needs no engine start of its own). The others share
+one state directory, one replica and one running reconciler (the `fleet` fixture), in this
+order: the sd_notify
 protocol (READY, STATUS, WATCHDOG, STOPPING), a broken spec that stalls without touching the
 replicas, `enova apply` refused while the reconciler runs, SIGTERM leaving replicas serving, a
 restart adopting them, a file edit scaling 1 -> 2, and a killed replica restarted. Each shared
@@ -194,10 +196,11 @@ def test_a_replica_that_crashes_at_every_start_goes_into_crash_loop_backoff_with
 
 
 def test_a_replica_left_starting_by_a_stopped_reconciler_is_adopted_by_the_next_one_without_a_new_start(
-        cli, tmp_path):
-    cli = cli
-    specs = specs_without_gateway(tmp_path / "specs", replicas=1, max_num_seqs=4)
+        module_cli):
+    cli = module_cli
     records = cli.state / "deployments" / "smollm2" / "replicas"
+    assert not list(records.glob("*.json")), "this scenario starts from nothing: it runs before the fleet's tests"
+    specs = specs_without_gateway(fleet_specs(cli), replicas=1, max_num_seqs=4)
     reconciler = Reconciler(cli, specs)
     reconciler.start()
     try:
@@ -226,7 +229,7 @@ def test_a_replica_left_starting_by_a_stopped_reconciler_is_adopted_by_the_next_
         assert not started, started
     finally:
         reconciler.stop()
-    cli("delete", "smollm2", check=0)
+    # the replica stays: the fleet below adopts it (module_cli kills it after the module)
 
 
 # ---- one reconciler and one replica shared by the tests below, in file order ----------------
@@ -245,9 +248,17 @@ class Fleet:
         self.spec_text = (self.specs / "smollm2.yaml").read_text()
 
 
+def fleet_specs(cli: Cli) -> Path:
+    return cli.state.parent / "specs"
+
+
 @pytest.fixture(scope="module")
 def fleet(module_cli):
-    specs = module_cli.state.parent / "specs"
+    """The shared reconciler, on the spec of the replica the adoption scenario left serving
+    (same deployment, so it is adopted, not started again) plus a gateway; from nothing when
+    that scenario did not run."""
+    specs = fleet_specs(module_cli)
+    (specs / "gateway.yaml").unlink(missing_ok=True)   # the adoption scenario's has the gateway off
     fleet = Fleet(module_cli, specs, Reconciler(module_cli, specs))
     fleet.write_spec(1)
     fleet.reconciler.start()
