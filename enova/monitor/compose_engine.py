@@ -115,10 +115,11 @@ def container_kwargs(service: str, definition: Mapping[str, Any], project: str =
     return kwargs
 
 
-def connect(docker_host: str | None = None) -> Any:
+def connect(docker_host: str | None = None, *, timeout: float = 60.0) -> Any:
     """A Docker client for the engine compose mode runs on (DOCKER_HOST, else the local socket),
-    pinged. Raises UsageError for a remote engine (the bind mounts are this host's state directory,
-    the targets this host's loopback), PermanentError when it cannot be reached."""
+    pinged; its API calls wait up to `timeout` seconds. Raises UsageError for a remote engine (the
+    bind mounts are this host's state directory, the targets this host's loopback), PermanentError
+    when it cannot be reached."""
     import docker
     from docker.errors import DockerException
 
@@ -127,7 +128,7 @@ def connect(docker_host: str | None = None) -> Any:
         raise UsageError(f"monitoring: compose mode needs this host's Docker engine (DOCKER_HOST is {host}): its "
                          "containers mount this state directory and scrape this host's loopback")
     try:
-        client = docker.DockerClient(base_url=host, timeout=60)
+        client = docker.DockerClient(base_url=host, timeout=timeout)
         client.ping()
     except DockerException as exc:
         raise PermanentError(f"monitoring: the Docker engine at {host} cannot be reached ({_first_line(exc)}); "
@@ -439,7 +440,7 @@ def compose_view(state_dir: Path, *, docker_host: str | None = None) -> ComposeV
     base = dict(docker_host=host, urls=dict(record.get("urls") or {}), compose_file=str(paths.compose_file),
                 password_file=str(paths.password))
     try:
-        client = connect(host)
+        client = connect(host, timeout=10)
     except (UsageError, PermanentError) as exc:
         return ComposeView(services=[ServiceView(s, "unknown") for s in wanted], error=str(exc), **base)
     try:
