@@ -34,6 +34,8 @@ from tests.docker.engine import RUN_DIR
 
 from .compose_image import ensure_prometheus_image
 
+pytestmark = pytest.mark.docker   # one dockerd per machine: run with the docker tests, not beside them
+
 ENOVA = str(Path(sys.executable).with_name("enova"))
 NO_GPU = GpuInventory(reason="no GPU in this test")
 
