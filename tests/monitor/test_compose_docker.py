@@ -28,7 +28,7 @@ from enova.monitor.compose import IMAGES, LABEL_PROJECT, PROJECT, ComposeOptions
 from enova.monitor.compose_engine import compose_view, project_containers, start_compose, stop_compose
 from enova.monitor.prometheus import monitoring_config
 from enova.observe.gpus import GpuInventory, gpu_inventory
-from enova.observe.state import GatewayRecord, StateStore
+from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore
 from tests.docker.conftest import docker_client, docker_engine  # noqa: F401  (the session's engine)
 from tests.docker.engine import RUN_DIR
 
@@ -285,3 +285,29 @@ def test_an_image_override_is_the_image_checked_and_only_the_others_are_missing(
     assert done.returncode == 2, done.stderr
     pulls = sorted(line.strip() for line in done.stderr.splitlines() if line.strip().startswith("docker pull"))
     assert pulls == sorted(f"docker pull {IMAGES[s]}" for s in ("grafana", "otel-collector", "tempo"))
+
+
+def test_compose_start_and_stop_never_touch_a_serving_replicas_container_or_record(stack, docker_client,  # noqa: F811
+                                                                                  prometheus_image):
+    from tests.docker.conftest import TEST_LABELS
+
+    state, config, start = stack
+    replica = docker_client.containers.create(
+        prometheus_image, name="enova-chat-3f2a1c", command=["--version"],
+        labels={**TEST_LABELS, "io.enova.managed-by": "enova", "io.enova.deployment": "chat",
+                "io.enova.replica": "chat-3f2a1c"})
+    try:
+        store = StateStore(state)
+        store.write_replica(ReplicaRecord(id="chat-3f2a1c", deployment="chat", host="127.0.0.1", port=19399,
+                                          config_hash="h", config={}, argv=[], log="", runtime="docker",
+                                          handle={"container": replica.id}, state="ready"))
+        record = store.replica_path("chat", "chat-3f2a1c")
+        before = record.read_bytes()
+        start()
+        assert "enova-chat-3f2a1c" not in [c.name for c in project_labelled(docker_client)]
+        assert '"deployment": "chat"' in (ComposePaths(state).monitor.targets / "replicas.json").read_text()
+        assert enova(state, "mon", "stop").returncode == 0
+        replica.reload()
+        assert replica.status == "created" and record.read_bytes() == before
+    finally:
+        replica.remove(force=True)
