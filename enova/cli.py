@@ -215,17 +215,13 @@ def _ensure_monitoring(spec_set) -> None:
     running when nothing changed). A failure is an error exit; serving replicas are untouched."""
     if spec_set.monitoring is None:
         return
-    from enova.monitor.process import reload_monitoring, start_monitoring, sync_rules
-    from enova.monitor.prometheus import monitoring_config
+    from enova.monitor.compose_engine import ensure_monitoring
     try:
-        changed = sync_rules(_state.settings.state_dir, spec_set)
-        result = start_monitoring(_state.settings.state_dir, monitoring_config(spec_set), progress=_progress)
-        if changed and result.action == "already running":
-            reload_monitoring(_state.settings.state_dir)
+        done = ensure_monitoring(_state.settings.state_dir, spec_set, progress=_progress)
     except (EnovaError, OSError) as exc:
         _err(f"error: monitoring: {exc} (replicas keep serving)")
         raise typer.Exit(1)
-    _err(f"monitoring: Prometheus {result.action} at {result.record.url}" + (f" ({result.reason})" if result.reason else ""))
+    _err(f"monitoring: {done.line}")
 
 
 def _targets() -> None:

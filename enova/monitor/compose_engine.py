@@ -499,14 +499,22 @@ def render_view_text(view: ComposeView) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Ensured:
+    """What ensure_monitoring did: one line to show, and whether anything was started or changed
+    (False when everything was already running as the specs say)."""
+    line: str
+    changed: bool
+
+
 def ensure_monitoring(state_dir: Path, specs: Any, *, progress: Progress = lambda m: None,
-                      docker_host: str | None = None) -> str:
+                      docker_host: str | None = None) -> Ensured:
     """Make the spec set's Monitoring document true, in whichever mode it names: local mode's
     Prometheus process (enova.monitor.process: rules synced, started or left running, reloaded
     when the rules changed) or compose mode's containers (start_compose with the default options:
     Grafana on 32827, DCGM when NVML reports a GPU). For apply and the reconciler, which keep
-    monitoring running from the specs. Returns one line saying what was done. Raises what
-    start_monitoring or start_compose raise; never touches a replica or the gateway."""
+    monitoring running from the specs. Raises what start_monitoring or start_compose raise; never
+    touches a replica or the gateway."""
     from enova.observe.gpus import gpu_inventory
 
     from .process import reload_monitoring, start_monitoring, sync_rules
@@ -517,11 +525,13 @@ def ensure_monitoring(state_dir: Path, specs: Any, *, progress: Progress = lambd
         result = start_compose(state_dir, config, ComposeOptions(), specs, gpu_inventory(), docker_host=docker_host,
                                progress=progress)
         changed = [f"{s.service} {s.action}" for s in result.services if s.action != "unchanged"]
-        return (f"compose project {PROJECT}: {', '.join(changed) if changed else 'unchanged'}; "
-                f"Grafana at {result.urls['grafana']}, Prometheus at {result.urls['prometheus']}"
-                + (f"; Grafana's admin password was generated in {result.password_file}" if result.password else ""))
+        return Ensured(f"compose project {PROJECT}: {', '.join(changed) if changed else 'unchanged'}; "
+                       f"Grafana at {result.urls['grafana']}, Prometheus at {result.urls['prometheus']}"
+                       + (f"; Grafana's admin password was generated in {result.password_file}"
+                          if result.password else ""), bool(changed))
     changed_rules = sync_rules(state_dir, specs)
     local = start_monitoring(state_dir, config, progress=progress)
     if changed_rules and local.action == "already running":
         reload_monitoring(state_dir)
-    return f"Prometheus {local.action} at {local.record.url}" + (f" ({local.reason})" if local.reason else "")
+    return Ensured(f"Prometheus {local.action} at {local.record.url}" + (f" ({local.reason})" if local.reason else ""),
+                   local.action != "already running" or changed_rules)

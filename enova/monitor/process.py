@@ -122,8 +122,9 @@ def start_monitoring(state_dir: Path, config: MonitoringConfig, *, progress: Pro
     process, the process exited at start: nothing is left running) or TemporaryError (not ready in
     time: it is stopped), LockHeldError (another `enova mon` acts)."""
     if config.mode != "local":
-        raise UsageError(f"monitoring: mode {config.mode} is not available yet ({config.source}); use mode: local "
-                         "(the default), which runs Prometheus as a process")
+        raise UsageError(f"monitoring: mode {config.mode} ({config.source}) is not local mode's: start it with "
+                         "enova.monitor.compose_engine.ensure_monitoring (enova mon start, apply and the "
+                         "reconciler do)")
     paths = MonitorPaths(Path(state_dir))
     lock = StateLock(paths.root, purpose="enova mon start")
     lock.acquire()

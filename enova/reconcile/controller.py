@@ -522,22 +522,18 @@ class Reconciler:
             return
 
         def run() -> None:
-            from enova.monitor.process import reload_monitoring, start_monitoring, sync_rules
-            from enova.monitor.prometheus import monitoring_config
+            from enova.monitor.compose_engine import ensure_monitoring
             try:
-                changed = sync_rules(self.settings.state_dir, specs)  # the SLO alerts follow the SLO documents
-                result = start_monitoring(self.settings.state_dir, monitoring_config(specs), progress=self.progress)
-                if changed and result.action == "already running":
-                    reload_monitoring(self.settings.state_dir)
+                # the SLO alerts follow the SLO documents; local or compose mode, as the document says
+                done = ensure_monitoring(self.settings.state_dir, specs, progress=self.progress)
             except (EnovaError, OSError) as exc:
                 if str(exc) != self._monitor_error:
                     self._monitor_error = str(exc)
                     self.events.record("Warning", "MonitoringFailed", "monitoring", str(exc), self._revision())
                 return
             self._monitor_error = None
-            if result.action != "already running":
-                self.events.record("Normal", "Monitoring", "monitoring",
-                                   f"Prometheus {result.action} at {result.record.url}", self._revision())
+            if done.changed:
+                self.events.record("Normal", "Monitoring", "monitoring", done.line, self._revision())
 
         self._monitor = threading.Thread(target=run, name="enova-monitoring", daemon=True)
         self._monitor.start()

@@ -42,3 +42,25 @@ def test_without_a_monitoring_document_nothing_is_started(tmp_path):
     assert rec._monitor is None
     time.sleep(0.1)
     assert not (w.settings.state_dir / "monitoring" / "prometheus.json").exists()
+
+
+def test_compose_mode_is_kept_by_the_reconciler_too_and_its_failure_is_one_warning(tmp_path, monkeypatch):
+    """mode: compose goes through the same entry point as local mode (enova.monitor.compose_engine):
+    with no Docker engine to run it on, one Warning names the engine and replicas keep serving."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
+    w = MemWorld(tmp_path)
+    w.write(deployment_doc("a"))
+    (w.specs_dir / "monitoring.yaml").write_text(
+        "apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: m}\nspec: {mode: compose}\n")
+    rec = Reconciler(w.specs_dir, w.settings, stop=threading.Event(), clock=w.clock, runtime=w.runtime,
+                     applier_options=w.applier_options(), validate=lambda specs: None)
+    rec._load_specs("test")
+    rec.reconcile_once("a")
+    started = w.runtime.ids("start")
+    for _ in range(2):
+        rec._ensure_monitoring()
+        rec._monitor.join(30)
+    failures = [e for e in rec.events.read() if e.reason == "MonitoringFailed"]
+    assert len(failures) == 1 and "no-such-docker.sock" in failures[0].message, [e.message for e in failures]
+    assert not (w.settings.state_dir / "monitoring" / "prometheus.json").exists()  # not local mode instead
+    assert w.runtime.ids("start") == started and w.runtime.ids("stop") == []

@@ -307,8 +307,8 @@ def test_the_entry_point_for_apply_and_the_reconciler_runs_local_mode_for_a_loca
                     f"spec: {{mode: local, prometheus: {{port: {port}}}}}\n")
     state = tmp_path / "state"
     try:
-        assert ensure_monitoring(state, load_specs(spec)) == f"Prometheus started at http://127.0.0.1:{port}"
-        assert ensure_monitoring(state, load_specs(spec)) == f"Prometheus already running at http://127.0.0.1:{port}"
+        assert ensure_monitoring(state, load_specs(spec)).line == f"Prometheus started at http://127.0.0.1:{port}"
+        assert ensure_monitoring(state, load_specs(spec)).line == f"Prometheus already running at http://127.0.0.1:{port}"
     finally:
         stop_monitoring(state)
     assert not ComposePaths(state).root.exists()

@@ -451,14 +451,6 @@ def test_a_rule_file_prometheus_would_reject_stops_the_start_before_anything_run
     assert replica_file.read_bytes() == before        # serving records are never touched by monitoring
 
 
-def test_compose_mode_is_refused_as_not_available_yet(tmp_path):
-    spec = tmp_path / "monitoring.yaml"
-    spec.write_text("apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: mon}\nspec: {mode: compose}\n")
-    done = enova(tmp_path / "state", "start", str(spec))
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: monitoring: mode compose is not available yet")
-
-
 def test_a_malformed_monitoring_document_is_a_spec_error_with_file_and_line(tmp_path):
     spec = tmp_path / "monitoring.yaml"
     spec.write_text("apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: mon}\n"
