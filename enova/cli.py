@@ -351,7 +351,7 @@ def enode_run(
         specs = build_specs(model=model, name=name, replicas=replicas, cpus=cpus, gpus=gpus,
                             engine_args=parse_engine_args(list(ctx.args)), host=host, port=port,
                             token_file=token_file)
-        run_enode(specs, _state.settings, stop, progress=_progress)
+        run_enode(specs, _state.settings, stop, progress=_progress, on_change=_targets)
     except EnovaError as exc:
         raise _fail(exc)
 
