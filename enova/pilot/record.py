@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 
 from enova.errors import PermanentError
-from enova.observe.processes import check_process, process_start_time
+from enova.observe.processes import check_process, process_start_time, terminate_group
 from enova.observe.state import write_json
 
 
@@ -104,42 +102,9 @@ def terminate(handle: Handle, grace: float) -> bool:
     Never signals a process whose identity does not match. Returns whether it had to be killed."""
     if not handle.alive():
         return False
-    try:
-        proc = psutil.Process(handle.pid)
-        tree = [proc, *(c for c in proc.children(recursive=True) if _group(c.pid) == handle.pid)]
-    except psutil.NoSuchProcess:
-        return False
-    _signal_group(handle.pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(tree, timeout=grace, callback=None)
-    if not alive:
-        _reap(handle.pid)
-        return False
-    _signal_group(handle.pid, signal.SIGKILL)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    killed = terminate_group(handle.pid, grace, own_group_only=True)
     _reap(handle.pid)
-    return True
-
-
-def _group(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except (ProcessLookupError, PermissionError):
-        return None
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    return killed
 
 
 def _reap(pid: int) -> None:

@@ -9,8 +9,6 @@ whose start time still matches is ever signalled. Implements enova.runtime.base.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +18,7 @@ from threading import Lock
 import psutil
 
 from enova.observe.health import probe_many
-from enova.observe.processes import check_process, process_start_time
+from enova.observe.processes import check_process, process_start_time, terminate_group
 from enova.observe.state import ReplicaRecord, StateStore
 
 from .base import Discovered, Liveness, ReplicaStartError, StartRequest
@@ -102,21 +100,8 @@ class LocalRuntime:
         if check_process(pid, create_time).alive:
             record.state = "stopping"
             self.store.write_replica(record)
-            try:
-                group = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-            except psutil.NoSuchProcess:
-                group = []
-            self._signal(pid, signal.SIGTERM)
-            _, alive = psutil.wait_procs(group, timeout=grace)
-            if alive:
-                self.progress(f"{record.deployment}: {record.id} did not stop in {grace:.0f} s; killing it")
-                self._signal(pid, signal.SIGKILL)
-                for proc in alive:
-                    try:
-                        proc.kill()
-                    except psutil.NoSuchProcess:
-                        pass
-                psutil.wait_procs(alive, timeout=5)
+            terminate_group(pid, grace, on_kill=lambda: self.progress(
+                f"{record.deployment}: {record.id} did not stop in {grace:.0f} s; killing it"))
         self._reap(pid)
         self.store.remove_replica(record.deployment, record.id)
         return self.monotonic() - began
@@ -142,15 +127,6 @@ class LocalRuntime:
 
     def discover(self, known: set[str]) -> list[Discovered]:
         return []  # a process carries no label to be found by; its record is its only trace
-
-    @staticmethod
-    def _signal(pgid: int, sig: signal.Signals) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(pgid, sig)
 
     def _reap(self, pid: int) -> None:
         with self._lock:
