@@ -38,10 +38,12 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
         mode: Annotated[Optional[Mode], typer.Option(
             "--mode", help="local: a Prometheus process; compose: the stack as containers on this host's "
             "Docker engine. Default: the Monitoring document's mode, else local.")] = None,
-        grafana_port: Annotated[int, typer.Option(
-            "--grafana-port", min=1, max=65535, help="Compose mode: Grafana's port on 127.0.0.1.")] = 32827,
-        dcgm: Annotated[Dcgm, typer.Option(
-            "--dcgm", help="Compose mode: run DCGM's exporter: auto (when NVML reports a GPU), on, off.")] = Dcgm.auto,
+        grafana_port: Annotated[Optional[int], typer.Option(
+            "--grafana-port", min=1, max=65535, help="Compose mode: Grafana's port on 127.0.0.1 (default: the "
+            "Monitoring document's compose.grafana_port, else 32827).")] = None,
+        dcgm: Annotated[Optional[Dcgm], typer.Option(
+            "--dcgm", help="Compose mode: run DCGM's exporter: auto (when NVML reports a GPU), on, off "
+            "(default: the document's compose.dcgm, else auto).")] = None,
         image: Annotated[Optional[list[str]], typer.Option(
             "--image", metavar="SERVICE=IMAGE", help="Compose mode: run SERVICE (prometheus, grafana, "
             "otel-collector, tempo, dcgm-exporter) from IMAGE, pinned by tag, instead of the default: a "
@@ -59,7 +61,7 @@ def mon_start(specs: Annotated[Optional[Path], typer.Argument(
         if mode is not None:
             config = dataclasses.replace(config, mode=mode.value, source=f"--mode {mode.value}")
         if config.mode == "compose":
-            _start_compose(config, spec_set, grafana_port, dcgm.value, image or [])
+            _start_compose(config, spec_set, grafana_port, dcgm.value if dcgm is not None else None, image or [])
             return
         if image:
             raise UsageError("--image is for compose mode (--mode compose, or mode: compose in the Monitoring "
@@ -96,13 +98,13 @@ def _print_targets(targets: dict) -> None:
         print(f"  {job}: {', '.join(addresses) if addresses else 'no targets yet'}")
 
 
-def _start_compose(config, spec_set, grafana_port: int, dcgm: str, image: list[str]) -> None:
-    from enova.monitor.compose import ComposeOptions, parse_images
+def _start_compose(config, spec_set, grafana_port: int | None, dcgm: str | None, image: list[str]) -> None:
+    from enova.monitor.compose import compose_options
     from enova.monitor.compose_engine import start_compose
     from enova.monitor.targets import read_target_files
     from enova.observe.gpus import gpu_inventory
 
-    options = ComposeOptions(grafana_port=grafana_port, dcgm=dcgm, images=parse_images(image))
+    options = compose_options(spec_set, grafana_port=grafana_port, dcgm=dcgm, image_overrides=image)
     state_dir = state.settings.state_dir
     result = start_compose(state_dir, config, options, spec_set, gpu_inventory(), progress=progress)
     print(f"compose project enova-monitoring on {result.docker_host} ({result.compose_file}):")

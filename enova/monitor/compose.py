@@ -48,6 +48,7 @@ from enova.engines.templates import render
 from enova.errors import PermanentError, UsageError
 from enova.observe.gpus import GpuInventory
 from enova.observe.ports import connect_url
+from enova.spec.models import COMPOSE_SERVICES, unpinned_image
 
 from .dashboards import dashboards, render_dashboard
 from .prometheus import MonitoringConfig, MonitorPaths, prometheus_argv, prometheus_duration, render_config
@@ -61,6 +62,7 @@ IMAGES: Mapping[str, str] = {
     "dcgm-exporter": "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04",
 }
 """Every image the project may run, pinned by exact tag (never `latest`)."""
+assert tuple(IMAGES) == COMPOSE_SERVICES, "the spec's service names and the pinned images must agree"
 
 HOST = "127.0.0.1"
 GRAFANA_PORT = 32827
@@ -107,17 +109,31 @@ class ComposeOptions:
 
 def check_pinned(service: str, image: str) -> None:
     """Raise UsageError unless `image` names an exact tag or digest (not `latest`, not bare)."""
-    name = image.rsplit("/", 1)[-1]
-    tag = name.partition(":")[2] if "@" not in image else "digest"
-    if not tag or tag == "latest":
-        raise UsageError(f"the {service} image {image!r} must be pinned by an exact tag (repository:tag), "
-                         "never `latest`")
+    problem = unpinned_image(image)
+    if problem:
+        raise UsageError(f"the {service} image {image!r} {problem}")
 
 
-def parse_images(overrides: list[str]) -> dict[str, str]:
-    """IMAGES with `--image SERVICE=IMAGE` overrides applied. Raises UsageError naming the option
-    for a malformed entry, an unknown service, or an image not pinned by tag."""
+def compose_options(specs: Any, *, grafana_port: int | None = None, dcgm: str | None = None,
+                    image_overrides: list[str] | None = None) -> ComposeOptions:
+    """Compose mode's options: the Monitoring document's `compose` settings (defaults without
+    one), then the command line's, which win. Raises UsageError naming the option."""
+    located = specs.monitoring if specs is not None else None
+    spec = located.doc.spec.compose if located is not None else None
     images = dict(IMAGES)
+    if spec is not None:
+        images.update(spec.images)
+    images.update(parse_images(image_overrides or [], base=images))
+    return ComposeOptions(grafana_port=grafana_port if grafana_port is not None else
+                          (spec.grafana_port if spec is not None else GRAFANA_PORT),
+                          dcgm=dcgm if dcgm is not None else (spec.dcgm if spec is not None else "auto"),
+                          images=images)
+
+
+def parse_images(overrides: list[str], base: Mapping[str, str] = IMAGES) -> dict[str, str]:
+    """`base` (IMAGES) with `--image SERVICE=IMAGE` overrides applied. Raises UsageError naming the
+    option for a malformed entry, an unknown service, or an image not pinned by tag."""
+    images = dict(base)
     for entry in overrides:
         service, sep, image = entry.partition("=")
         if not sep or not service or not image:

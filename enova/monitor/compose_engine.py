@@ -52,6 +52,7 @@ from .compose import (
     TEMPO_MEMBERLIST_PORT,
     TEMPO_OTLP_PORT,
     ComposeOptions,
+    compose_options,
     ComposePaths,
     RenderedProject,
     ensure_password,
@@ -522,7 +523,7 @@ def ensure_monitoring(state_dir: Path, specs: Any, *, progress: Progress = lambd
 
     config = monitoring_config(specs)
     if config.mode == "compose":
-        result = start_compose(state_dir, config, ComposeOptions(), specs, gpu_inventory(), docker_host=docker_host,
+        result = start_compose(state_dir, config, compose_options(specs), specs, gpu_inventory(), docker_host=docker_host,
                                progress=progress)
         changed = [f"{s.service} {s.action}" for s in result.services if s.action != "unchanged"]
         return Ensured(f"compose project {PROJECT}: {', '.join(changed) if changed else 'unchanged'}; "

@@ -963,6 +963,45 @@ class PrometheusSpec(StrictModel):
         return host
 
 
+COMPOSE_SERVICES = ("prometheus", "grafana", "otel-collector", "tempo", "dcgm-exporter")
+"""The services of compose mode's project (enova.monitor.compose pins an image for each)."""
+
+
+def unpinned_image(image: str) -> str | None:
+    """Why `image` is not pinned (None when it names an exact tag or a digest): compose mode and
+    its image overrides never run `latest` or a bare repository."""
+    if "@" in image:
+        return None
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    if not tag:
+        return "must be pinned by an exact tag (repository:tag), such as prom/prometheus:v2.55.1"
+    if tag == "latest":
+        return "must be pinned by an exact tag, never `latest`"
+    return None
+
+
+def _pinned(image: str) -> str:
+    problem = unpinned_image(image)
+    if problem:
+        raise ValueError(problem)
+    return image
+
+
+PinnedImage = Annotated[str, AfterValidator(_pinned)]
+ComposeService = Literal["prometheus", "grafana", "otel-collector", "tempo", "dcgm-exporter"]
+
+
+class ComposeMonitoringSpec(StrictModel):
+    """Compose mode's own settings (used when mode is compose)."""
+
+    grafana_port: int = Field(32827, ge=1, le=65535, description="Grafana's port on 127.0.0.1.")
+    dcgm: Literal["auto", "on", "off"] = Field("auto", description="Run DCGM's exporter: auto (when NVML "
+                                                "reports a GPU), on, off.")
+    images: dict[ComposeService, PinnedImage] = Field(
+        default_factory=dict, description="service -> image, pinned by tag, instead of enova's default for that "
+        "service (a registry mirror for offline clusters). Services: " + ", ".join(COMPOSE_SERVICES) + ".")
+
+
 class MonitoringSpec(StrictModel):
     """How enova monitors what it serves: `enova mon start` runs this."""
 
@@ -971,6 +1010,8 @@ class MonitoringSpec(StrictModel):
                                               "(127.0.0.1:32827), the OpenTelemetry collector, Tempo and, on GPU "
                                               "hosts, DCGM's exporter as containers on this host's Docker engine.")
     prometheus: PrometheusSpec = Field(PrometheusSpec(), description="The Prometheus server.")
+    compose: ComposeMonitoringSpec = Field(ComposeMonitoringSpec(), description="Compose mode's settings: "
+                                           "Grafana's port, DCGM's exporter, image overrides.")
 
 
 class Monitoring(StrictModel):

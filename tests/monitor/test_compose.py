@@ -328,3 +328,42 @@ def test_a_bad_image_override_is_a_usage_error_naming_the_option(tmp_path, entry
 def test_an_image_override_outside_compose_mode_is_refused(tmp_path):
     done = enova(tmp_path, "mon", "start", "--image", "prometheus=prom/prometheus:v2.55.1")
     assert done.returncode == 2 and "--image is for compose mode" in done.stderr
+
+
+def _compose_doc(tmp_path: Path, compose: str) -> Path:
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    (specs / "monitoring.yaml").write_text("apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: mon}\n"
+                                           "spec:\n  mode: compose\n  compose:\n" + compose)
+    return specs
+
+
+def test_the_monitoring_documents_compose_settings_reach_the_project_and_flags_win(tmp_path):
+    """apply and the reconciler have no flags: Grafana's port, DCGM and a registry mirror's images
+    come from the document; `enova mon start` flags override them."""
+    from enova.monitor.compose import IMAGES, compose_options
+    from enova.spec import load_specs
+    specs = load_specs(_compose_doc(tmp_path, "    grafana_port: 3300\n    dcgm: 'off'\n    images:\n"
+                                              "      grafana: mirror.example:5000/grafana/grafana:11.3.1\n"))
+    options = compose_options(specs)
+    assert (options.grafana_port, options.dcgm) == (3300, "off")
+    assert options.images["grafana"] == "mirror.example:5000/grafana/grafana:11.3.1"
+    assert options.images["prometheus"] == IMAGES["prometheus"]
+    flagged = compose_options(specs, grafana_port=3400, dcgm="on",
+                              image_overrides=["grafana=other.example/grafana/grafana:11.3.1"])
+    assert (flagged.grafana_port, flagged.dcgm) == (3400, "on")
+    assert flagged.images["grafana"] == "other.example/grafana/grafana:11.3.1"
+    assert compose_options(None).grafana_port == 32827
+
+
+@pytest.mark.parametrize("compose, message", [
+    ("    images:\n      grafana: grafana/grafana:latest\n", r"monitoring\.yaml:8 spec\.compose\.images\.grafana: must be pinned by an exact tag, never `latest` \(got 'grafana/grafana:latest'\)"),
+    ("    images:\n      grafana: grafana/grafana\n", r"monitoring\.yaml:8 spec\.compose\.images\.grafana: must be pinned by an exact tag \(repository:tag\)"),
+    ("    images:\n      kibana: elastic/kibana:8.1.0\n", r"monitoring\.yaml:8 spec\.compose\.images\.kibana: must be one of: prometheus, grafana, otel-collector, tempo, dcgm-exporter"),
+    ("    grafana_port: 70000\n", r"monitoring\.yaml:7 spec\.compose\.grafana_port"),
+])
+def test_a_bad_compose_setting_in_the_document_is_a_spec_error_with_file_and_line(tmp_path, compose, message):
+    done = enova(tmp_path, "mon", "start", str(_compose_doc(tmp_path, compose)))
+    assert done.returncode == 2, done.stderr
+    assert re.search(message, done.stderr), done.stderr
+    assert not (tmp_path / "state" / "monitoring" / "compose").exists()
