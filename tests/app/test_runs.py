@@ -132,7 +132,7 @@ def test_cancel_stops_the_run_with_a_partial_result_and_a_second_run_waits(tmp_p
     busy = client.post("/api/v1/runs", headers=AUTH, json={"deployment": "fixture", "rate": 1, "duration": 1})
     assert busy.status_code == 409 and run["id"] in busy.json()["detail"]
     deadline = time.monotonic() + 60
-    while client.get(f"/api/v1/runs/{run['id']}").json()["progress"]["sent"] is None:  # sending (5 s lines)
+    while not client.get(f"/api/v1/runs/{run['id']}").json()["progress"]["sent"]:  # requests sent (5 s lines)
         assert time.monotonic() < deadline, "the run never reported progress"
         time.sleep(0.3)
     refused = client.post(f"/api/v1/runs/{run['id']}/cancel")
