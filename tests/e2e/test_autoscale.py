@@ -58,7 +58,7 @@ def test_a_ramp_scales_from_1_to_2_and_back_with_no_failed_request(cli, tmp_path
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "app.yaml").write_text(deployment(
-        "smollm2", "{min: 1, max: 2, policy: concurrency, target: {concurrency: 2}, scale_down_delay: 20s}",
+        "smollm2", "{min: 1, max: 2, policy: concurrency, target: {concurrency: 2}, scale_down_delay: 10s}",
         slo="  slo: chat\n") + gateway(RAMP_PORT) + """---
 apiVersion: enova/v1
 kind: SLO

@@ -81,7 +81,10 @@ def test_scale_down_and_replace_under_streaming_load_lose_no_request(cli, tmp_pa
     assert httpx.get(url + "/health", trust_env=False).status_code == 200
 
     with Load(url) as load:
-        time.sleep(8)
+        # every client has finished a request (so streams are steadily in flight) before the first change
+        deadline = time.monotonic() + 60
+        while load.ok < load.clients and not load.failures and time.monotonic() < deadline:
+            time.sleep(0.2)
         before = load.ok
         assert before > 0, f"no request completed before the change: {load.failures[:3]}"
 
