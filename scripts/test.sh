@@ -26,15 +26,16 @@ if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest --durations=25 "$@"
 fi
 # Two runs, both always run, and the script fails if either does. The fast tests (no engine,
-# no dockerd) run on two workers: they mostly wait on sockets, subprocesses and timers. The
-# rest runs alone, one test at a time: engines are pinned to cores (enova allocates them from
-# the whole machine), and the `serial` tests measure rates and latencies that a neighbour on
-# the other core would disturb.
+# no dockerd; with them the `parallel_safe` slow ones, which only wait on Prometheus) run on two
+# workers: they mostly wait on sockets, subprocesses and timers. The rest runs alone, one test
+# at a time: engines are pinned to cores (enova allocates them from the whole machine), and the
+# `serial` tests measure rates and latencies that a neighbour on the other core would disturb.
 status=0
 parallel=(-n 2)
 .venv/bin/python -c 'import xdist' 2>/dev/null || parallel=()  # pytest-xdist missing: one worker
 echo "== fast tests (${parallel[*]:-one worker})"
-.venv/bin/python -m pytest --durations=25 "${parallel[@]}" -m "not slow and not docker and not serial" || status=$?
-echo "== slow, docker and serial tests, one at a time"
-.venv/bin/python -m pytest --durations=25 -m "slow or docker or serial" || status=$((status ? status : $?))
+fast="not docker and not serial and (not slow or parallel_safe)"
+.venv/bin/python -m pytest --durations=25 "${parallel[@]}" -m "$fast" || status=$?
+echo "== the rest (slow, docker and serial tests), one at a time"
+.venv/bin/python -m pytest --durations=25 -m "not ($fast)" || status=$((status ? status : $?))
 exit "$status"

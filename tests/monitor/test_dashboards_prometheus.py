@@ -9,8 +9,8 @@ The end-to-end test runs the same check (tests/monitor/dashboard_queries.py) aga
 
 from __future__ import annotations
 
-import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -31,13 +31,12 @@ from enova.monitor.dashboards import (
 from enova.monitor.prometheus import MonitoringConfig, MonitorPaths, prometheus_argv, render_config
 from enova.monitor.rules import dump_rules, slo_rules
 from enova.monitor.targets import GATEWAY_FILE, REPLICAS_FILE, render_groups
-from enova.observe.ports import port_is_free
 
 from .dashboard_queries import check_dashboards, wait_for_dashboards
 from .test_rule_metrics import ALL_OBJECTIVES, ENGINE_PAGE
 
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.parallel_safe,  # waits on Prometheus, no engine: on the parallel workers
               pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus is not installed")]
 INTERVAL = 1.0
 DEPLOYMENT = "chat"
@@ -75,9 +74,10 @@ def serve(body: bytes) -> tuple[ThreadingHTTPServer, str]:
 
 
 def free_port() -> int:
-    ports = list(range(19850, 19900))
-    random.shuffle(ports)
-    return next(p for p in ports if port_is_free("127.0.0.1", p))
+    """A port the OS says is free now (not a fixed range: this runs beside another worker)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Prometheus:
