@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -32,38 +31,11 @@ from enova.observe.state import DeploymentRecord, GatewayRecord, ReplicaRecord, 
 from enova.reconcile.events import EventLog
 from enova.settings import Settings
 from enova.spec.models import SLOSpec
+from tests.metrics_page import MetricsPage as Page
 
 ENGINE_PAGE = Path(__file__).parents[1] / "unit" / "fixtures" / "vllm_metrics.txt"
 DEPLOYMENT = "chat"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
-
-
-class Page:
-    """A real HTTP server whose /metrics body the test changes."""
-
-    def __init__(self, body: bytes):
-        self.body = body
-        page = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = page.body
-                self.send_response(200 if self.path == "/metrics" else 404)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def write_specs(folder: Path) -> Path:

@@ -16,9 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -33,6 +31,7 @@ from tests.docker.conftest import docker_client, docker_engine  # noqa: F401  (t
 from tests.docker.engine import RUN_DIR
 
 from .compose_image import ensure_prometheus_image
+from tests.metrics_page import MetricsPage
 
 pytestmark = pytest.mark.docker   # one dockerd per machine: run with the docker tests, not beside them
 
@@ -77,28 +76,12 @@ def test_mon_start_lists_each_missing_image_with_docker_pull_and_creates_nothing
     assert not (state / "rules").exists() and not (state / "targets").exists()
 
 
-class _Target(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        body = b"# TYPE enova_compose_test_up gauge\nenova_compose_test_up 1\n"
-        self.send_response(200 if self.path == "/metrics" else 404)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def target():
     """A real /metrics page on the host's loopback, as the gateway serves one."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    page = MetricsPage(b"# TYPE enova_compose_test_up gauge\nenova_compose_test_up 1\n")
+    yield page.port
+    page.close()
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -37,6 +35,7 @@ from enova.monitor.prometheus import (
 from enova.monitor.targets import refresh_targets, write_targets
 from enova.observe.state import GatewayRecord, ReplicaRecord, StateStore
 from enova.spec import load_specs
+from tests.metrics_page import MetricsPage
 
 # The slow tests here wait on a real Prometheus and start no engine: scripts/test.sh runs them on
 # the parallel workers (every port is the OS's free one).
@@ -167,34 +166,18 @@ def replica_record(rid: str, port: int, deployment: str = "fake") -> ReplicaReco
                          state="ready")
 
 
-class _Metrics(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"# TYPE fake_engine_requests_total counter\nfake_engine_requests_total 7\n"
-        self.send_response(200 if self.path == "/metrics" else 404)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def metrics_server():
     """Start real HTTP servers serving a Prometheus text page; returns a function giving a new one's port."""
-    servers = []
+    pages = []
 
     def start() -> int:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server.server_address[1]
+        pages.append(MetricsPage(b"# TYPE fake_engine_requests_total counter\nfake_engine_requests_total 7\n"))
+        return pages[-1].port
 
     yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    for page in pages:
+        page.close()
 
 
 def free_port() -> int:
