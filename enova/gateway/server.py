@@ -52,6 +52,7 @@ from .hold import WakeFile
 from .metrics import GatewayMetrics
 from .prober import Prober
 from .proxy import Proxy
+from .site import Site, wait_for_stop
 from .registry import Deployment, Registry
 from .source import EndpointSource, StateDirectorySource
 from .tracing import Tracing, follow_reload, make_tracing
@@ -385,15 +386,15 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
     return app
 
 
-class Gateway:
+class Gateway(Site):
     """A gateway bound to its address. `start` returns once it serves; `stop` stops accepting,
     lets in-flight requests finish (up to `shutdown_grace`), then closes everything."""
 
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,
                  source: EndpointSource | None = None):
+        super().__init__(build_app(config, clock=clock, source=source), config.host, config.port,
+                         shutdown_timeout=config.shutdown_grace)
         self.config = config
-        self.app = build_app(config, clock=clock, source=source)
-        self.runner: web.AppRunner | None = None
 
     @property
     def state(self) -> GatewayState:
@@ -405,31 +406,11 @@ class Gateway:
 
     async def start(self) -> None:
         """Raises PermanentError if the address cannot be bound."""
-        self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None,
-                                    shutdown_timeout=self.config.shutdown_grace)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.host, self.config.port)
         try:
-            await site.start()
+            await super().start()
         except OSError as exc:
-            await self.runner.cleanup()
             raise PermanentError(f"gateway: cannot listen on {self.config.host}:{self.config.port}: "
                                  f"{exc.strerror or exc}") from exc
-
-    @property
-    def port(self) -> int:
-        assert self.runner is not None
-        return self.runner.addresses[0][1]
-
-    @property
-    def url(self) -> str:
-        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        return f"http://{host}:{self.port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            runner, self.runner = self.runner, None
-            await runner.cleanup()
 
 
 async def serve(config: GatewayConfig, stop: asyncio.Event | None = None,
@@ -452,14 +433,7 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None,
         log.info("gateway listening on %s (state %s, config %s)", gateway.url, config.state_dir, config.config_hash)
         if started is not None:
             started(gateway)
-        if stop_event is not None:
-            while not stop.is_set() and not stop_event.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), 0.1)
-                except asyncio.TimeoutError:
-                    pass
-        else:
-            await stop.wait()
+        await wait_for_stop(stop, stop_event)
         busy = sum(dep.pool.in_flight() for dep in gateway.state.registry.deployments.values())
         log.info("gateway stopping: %d request(s) in flight may take up to %g s", busy,
                  gateway.state.config.shutdown_grace)

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from enova import __version__
 from enova.errors import UsageError
+from enova.gateway.site import Site, wait_for_stop
 
 from .config import TokenFile, WebUIConfig, is_loopback
 from .relay import Refusal, Relay
@@ -141,44 +142,21 @@ def build_app(config: WebUIConfig, *, token_file: TokenFile | None = None) -> we
     return app
 
 
-class WebUI:
+class WebUI(Site):
     """The application bound to `config.host:config.port`."""
 
     def __init__(self, config: WebUIConfig):
+        super().__init__(build_app(config), config.host, config.port, shutdown_timeout=2.0)
         self.config = config
-        self.app = build_app(config)
-        self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Raises UsageError if the address cannot be bound (a port in use)."""
-        self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.host, self.config.port)
         try:
-            await site.start()
+            await super().start()
         except OSError as exc:
-            await self.runner.cleanup()
-            self.runner = None
             why = ("the port is in use (another web UI? choose one with --port)" if exc.errno == errno.EADDRINUSE
                    else os.strerror(exc.errno) if exc.errno else str(exc))
             raise UsageError(f"web UI: cannot listen on {self.config.host}:{self.config.port}: {why}") from exc
-
-    @property
-    def port(self) -> int:
-        assert self.runner is not None
-        return self.runner.addresses[0][1]
-
-    @property
-    def url(self) -> str:
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            runner, self.runner = self.runner, None
-            await runner.cleanup()
 
 
 async def serve(config: WebUIConfig, stop: asyncio.Event | None = None,
@@ -199,11 +177,7 @@ async def serve(config: WebUIConfig, stop: asyncio.Event | None = None,
         log.info("web UI on %s against the gateway at %s", webui.url, config.gateway)
         if started is not None:
             started(webui)
-        while not stop.is_set() and not (stop_event is not None and stop_event.is_set()):
-            try:
-                await asyncio.wait_for(stop.wait(), 0.2 if stop_event is not None else None)
-            except asyncio.TimeoutError:
-                pass
+        await wait_for_stop(stop, stop_event)
     finally:
         await webui.stop()
         for sig in signals:
