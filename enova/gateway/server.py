@@ -52,7 +52,7 @@ from .hold import WakeFile
 from .metrics import GatewayMetrics
 from .prober import Prober
 from .proxy import Proxy
-from .site import Site, wait_for_stop
+from .site import Site, stop_on_signals, wait_for_stop
 from .registry import Deployment, Registry
 from .source import EndpointSource, StateDirectorySource
 from .tracing import Tracing, follow_reload, make_tracing
@@ -419,28 +419,20 @@ async def serve(config: GatewayConfig, stop: asyncio.Event | None = None,
     """Run until `stop` (or the thread-side `stop_event`, or SIGTERM/SIGINT when on the main
     thread) is set; then stop gracefully. Returns the exit code (0)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
     gateway = Gateway(config)
-    signals = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-            signals.append(sig)
-        loop.add_signal_handler(signal.SIGHUP, gateway.reload)
-        signals.append(signal.SIGHUP)
-    try:
-        await gateway.start()
-        log.info("gateway listening on %s (state %s, config %s)", gateway.url, config.state_dir, config.config_hash)
-        if started is not None:
-            started(gateway)
-        await wait_for_stop(stop, stop_event)
-        busy = sum(dep.pool.in_flight() for dep in gateway.state.registry.deployments.values())
-        log.info("gateway stopping: %d request(s) in flight may take up to %g s", busy,
-                 gateway.state.config.shutdown_grace)
-    finally:
-        await gateway.stop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+    with stop_on_signals(stop, {signal.SIGHUP: gateway.reload}):
+        try:
+            await gateway.start()
+            log.info("gateway listening on %s (state %s, config %s)", gateway.url, config.state_dir,
+                     config.config_hash)
+            if started is not None:
+                started(gateway)
+            await wait_for_stop(stop, stop_event)
+            busy = sum(dep.pool.in_flight() for dep in gateway.state.registry.deployments.values())
+            log.info("gateway stopping: %d request(s) in flight may take up to %g s", busy,
+                     gateway.state.config.shutdown_grace)
+        finally:
+            await gateway.stop()
     log.info("gateway stopped")
     return 0
 

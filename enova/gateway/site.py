@@ -5,7 +5,10 @@ with it any upstream request the handler holds)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import threading
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 
@@ -61,3 +64,21 @@ async def wait_for_stop(stop: asyncio.Event, stop_event: threading.Event | None 
             await asyncio.wait_for(stop.wait(), 0.1)
         except asyncio.TimeoutError:
             pass
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event, extra: dict[int, Callable[[], object]] | None = None) -> Iterator[None]:
+    """While inside: SIGTERM and SIGINT set `stop`, and each signal in `extra` calls its handler
+    (the gateway's SIGHUP reload). Only on the main thread, where asyncio can take signals;
+    elsewhere (a server run in a thread by tests or pilot) nothing is installed."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, **(extra or {})}.items():
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

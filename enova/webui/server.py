@@ -23,7 +23,6 @@ import asyncio
 import errno
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -33,7 +32,7 @@ from aiohttp import web
 
 from enova import __version__
 from enova.errors import UsageError
-from enova.gateway.site import Site, wait_for_stop
+from enova.gateway.site import Site, stop_on_signals, wait_for_stop
 
 from .config import TokenFile, WebUIConfig, is_loopback
 from .relay import Refusal, Relay
@@ -165,23 +164,16 @@ async def serve(config: WebUIConfig, stop: asyncio.Event | None = None,
     """Run until `stop`, the thread-side `stop_event`, or SIGTERM/SIGINT (on the main thread).
     Returns 0. Raises UsageError for a bad token file or an address in use."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
     webui = WebUI(config)
-    signals = []
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-            signals.append(sig)
-    try:
-        await webui.start()
-        log.info("web UI on %s against the gateway at %s", webui.url, config.gateway)
-        if started is not None:
-            started(webui)
-        await wait_for_stop(stop, stop_event)
-    finally:
-        await webui.stop()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+    with stop_on_signals(stop):
+        try:
+            await webui.start()
+            log.info("web UI on %s against the gateway at %s", webui.url, config.gateway)
+            if started is not None:
+                started(webui)
+            await wait_for_stop(stop, stop_event)
+        finally:
+            await webui.stop()
     log.info("web UI stopped")
     return 0
 
