@@ -11,17 +11,23 @@ from enova.reconcile.controller import Reconciler
 from .memworld import MemWorld, deployment_doc
 
 
-def test_a_monitoring_failure_is_reported_once_and_replicas_keep_serving(tmp_path):
+def reconciler_with_monitoring(tmp_path, spec: str):
+    """A reconciler on the in-memory world with deployment `a` reconciled and a Monitoring
+    document whose spec is `spec`; returns (world, reconciler, the replicas started so far)."""
     w = MemWorld(tmp_path)
     w.write(deployment_doc("a"))
     (w.specs_dir / "monitoring.yaml").write_text(
-        "apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: m}\n"
-        "spec: {prometheus: {binary: /nonexistent/prometheus, port: 19795}}\n")
+        f"apiVersion: enova/v1\nkind: Monitoring\nmetadata: {{name: m}}\nspec: {spec}\n")
     rec = Reconciler(w.specs_dir, w.settings, stop=threading.Event(), clock=w.clock, runtime=w.runtime,
                      applier_options=w.applier_options(), validate=lambda specs: None)
     rec._load_specs("test")
     rec.reconcile_once("a")
-    started = w.runtime.ids("start")
+    return w, rec, w.runtime.ids("start")
+
+
+
+def test_a_monitoring_failure_is_reported_once_and_replicas_keep_serving(tmp_path):
+    w, rec, started = reconciler_with_monitoring(tmp_path, "{prometheus: {binary: /nonexistent/prometheus, port: 19795}}")
     for _ in range(3):
         rec._ensure_monitoring()
         rec._monitor.join(30)
@@ -48,15 +54,7 @@ def test_compose_mode_is_kept_by_the_reconciler_too_and_its_failure_is_one_warni
     """mode: compose goes through the same entry point as local mode (enova.monitor.compose_engine):
     with no Docker engine to run it on, one Warning names the engine and replicas keep serving."""
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
-    w = MemWorld(tmp_path)
-    w.write(deployment_doc("a"))
-    (w.specs_dir / "monitoring.yaml").write_text(
-        "apiVersion: enova/v1\nkind: Monitoring\nmetadata: {name: m}\nspec: {mode: compose}\n")
-    rec = Reconciler(w.specs_dir, w.settings, stop=threading.Event(), clock=w.clock, runtime=w.runtime,
-                     applier_options=w.applier_options(), validate=lambda specs: None)
-    rec._load_specs("test")
-    rec.reconcile_once("a")
-    started = w.runtime.ids("start")
+    w, rec, started = reconciler_with_monitoring(tmp_path, "{mode: compose}")
     for _ in range(2):
         rec._ensure_monitoring()
         rec._monitor.join(30)
