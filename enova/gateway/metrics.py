@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 # has no other registry to disturb.)
 disable_created_metrics()
 
+APIS = ("completions", "chat", "generate")   # the `api` label: the gateway's three generation APIs
 UNKNOWN = "unknown"     # the deployment label of requests that name none the gateway serves
 NO_REPLICA = "none"     # the replica label of requests answered without one
 
@@ -117,7 +118,25 @@ class GatewayMetrics:
         if live is not None:
             r.register(_Live(live))
         self._members: frozenset[tuple[str, str]] = frozenset()    # (deployment, replica) in membership
+        self._declared: set[str] = set()                            # deployments whose series exist at 0
         self._codes: dict[tuple[str, str], set[str]] = {}          # the code labels each one has used
+
+    def declare(self, deployments: Iterable[str]) -> None:
+        """Create every per-deployment series of these deployments at zero, before their first
+        request. Prometheus takes a series' first sample as its start, not as an increase from 0:
+        without this, a burst that ends before the next scrape after a deployment's first request
+        never shows in `rate()` or `increase()`, and the first latencies are missing from the
+        percentiles. A deployment's series are kept after it leaves (totals outlive rollouts)."""
+        for dep in deployments:
+            if dep in self._declared:
+                continue
+            self._declared.add(dep)
+            for api in APIS:
+                self.received.labels(dep, api)
+            self.processed.labels(dep, "200")
+            for family in (self.succeeded, self.duration, self.request_size, self.response_size, self.ttft,
+                           self.itl, self.e2e, self.prompt_tokens, self.generation_tokens, self.retries):
+                family.labels(dep)
 
     # per-replica series: only for members, removed when they leave
     def retain(self, members: Iterable[tuple[str, str]]) -> None:

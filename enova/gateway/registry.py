@@ -88,6 +88,7 @@ class Registry:
                 dep.admission.dispatch()
                 self._forget_if_idle(dep)
         if self.metrics is not None:
+            self.metrics.declare(snapshot.deployments)
             self.metrics.retain((name, r.id) for name, view in snapshot.deployments.items() for r in view.replicas)
         self.generation += 1
         return changes

@@ -137,3 +137,32 @@ async def test_rollouts_leave_no_series_for_departed_replicas_and_deployment_tot
     assert processed == sent
     assert sample(m, "enova_gateway_requests_succeeded_total", deployment="m1") == ok
     assert ok >= 12
+
+
+async def test_a_served_deployment_has_its_series_at_zero_before_its_first_request(harness):
+    """Prometheus takes a new series' first sample as its start: a burst that ends before the
+    scrape after a deployment's first request would never show in rate(). So the deployment's
+    request counters and latency histograms exist, at 0, as soon as the gateway serves it."""
+    from enova.gateway.metrics import APIS
+    from enova.gateway.server import API_PATHS
+
+    assert sorted(API_PATHS.values()) == sorted(APIS)
+    a = await harness.engine("a")
+    harness.deployment("m1", [a])
+    await harness.start()
+    m = await harness.metrics()
+
+    def present(name: str, **labels: str) -> bool:
+        return m.get((name, tuple(sorted(labels.items())))) == 0.0
+
+    for api in APIS:
+        assert present("enova_gateway_requests_received_total", deployment="m1", api=api)
+    assert present("enova_gateway_requests_processed_total", deployment="m1", code="200")
+    assert present("enova_gateway_requests_succeeded_total", deployment="m1")
+    for histogram in ("request_duration_seconds", "time_to_first_token_seconds", "inter_token_latency_seconds",
+                      "e2e_latency_seconds", "request_size_bytes", "response_size_bytes"):
+        assert present(f"enova_gateway_{histogram}_count", deployment="m1")
+    harness.deployment("m2", [a])
+    await eventually(lambda: harness.registry.get("m2") is not None)
+    m = await harness.metrics()
+    assert present("enova_gateway_requests_received_total", deployment="m2", api="chat")
