@@ -48,6 +48,8 @@ def in_place(spec: DeploymentSpec, is_default: bool) -> dict[str, Any]:
     effective default decided over the spec set."""
     out = project(spec.model_dump(mode="json"), Effect.UPDATE)
     out["serving"]["default"] = is_default
+    if out["serving"].get("hold_timeout") is None:
+        out["serving"].pop("hold_timeout", None)    # unset: records written before the field stay equal
     if spec.scaling is not None and spec.scaling.min == 0:
         # the gateway holds requests for a deployment at zero replicas instead of a 503 at once
         out["serving"]["scale_from_zero"] = True

@@ -54,6 +54,8 @@ FIELDS: dict[str, Rule] = {
     "serving.default": Rule(Effect.UPDATE, "serving.default"),
     "serving.max_concurrency": Rule(Effect.UPDATE, "serving.max_concurrency"),
     "serving.drain_timeout": Rule(Effect.UPDATE, "serving.drain_timeout"),
+    # read by the gateway (gateway.hold); absent from the record when unset
+    "serving.hold_timeout": Rule(Effect.UPDATE, "serving.hold_timeout"),
 }
 FIELD_EFFECTS: dict[str, Effect] = {path: rule.effect for path, rule in FIELDS.items()}
 REPLACE_FIELDS: tuple[str, ...] = tuple(p for p, r in FIELDS.items() if r.effect is Effect.REPLACE)

@@ -262,6 +262,10 @@ class ServingSpec(StrictModel):
         "(default: the engine's max_num_seqs, else 256).")
     drain_timeout: Duration = Field(
         30.0, description="Before a replica is stopped, how long its in-flight requests may take to finish.")
+    hold_timeout: Union[Duration, None] = Field(
+        None, description="With scaling.min 0: how long the gateway holds a request while no replica is ready "
+        "before it answers 503 (default: the replica start time the reconciler last measured plus 30s; 180s "
+        "until one was measured).")
 
 
 def classify_model(ref: str) -> Literal["builtin", "hub", "local"]:

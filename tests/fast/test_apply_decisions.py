@@ -121,6 +121,40 @@ def test_serving_only_change_is_an_update_in_place_with_no_restart(w):
     assert not w.plan().has_changes
 
 
+def test_a_hold_timeout_reaches_the_gateway_in_place_and_removing_it_restores_the_measured_default(w):
+    """serving.hold_timeout: spec -> plan (update) -> deployment record -> the gateway's snapshot."""
+    from enova.gateway.hold import DEFAULT_HOLD_TIMEOUT
+    from enova.gateway.source import read_snapshot
+
+    def doc(**serving):
+        d = deployment_doc("a", serving=serving or None)
+        d["spec"]["scaling"] = {"min": 0, "max": 1, "policy": "concurrency", "target": {"concurrency": 4},
+                                "scale_to_zero_after": "10m"}
+        return d
+
+    w.write(doc())
+    w.apply()
+    assert "hold_timeout" not in w.store.read_deployment("a").serving
+    assert read_snapshot(w.store).deployments["a"].hold_timeout == DEFAULT_HOLD_TIMEOUT
+    before = set(w.records("a"))
+    w.write(doc(hold_timeout="45s"))
+    change = w.plan().changes[0]
+    assert change.action is Action.UPDATE
+    assert {f.path: (f.before, f.after) for f in change.update} == {"serving.hold_timeout": (None, 45.0)}
+    _, result = w.apply()
+    assert not result.failed and set(w.records("a")) == before and w.runtime.ids("stop") == []
+    assert w.store.read_deployment("a").serving["hold_timeout"] == 45.0
+    assert read_snapshot(w.store).deployments["a"].hold_timeout == 45.0
+    assert not w.plan().has_changes
+    w.write(doc())
+    change = w.plan().changes[0]
+    assert {f.path: (f.before, f.after) for f in change.update} == {"serving.hold_timeout": (45.0, None)}
+    w.apply()
+    assert "hold_timeout" not in w.store.read_deployment("a").serving
+    assert read_snapshot(w.store).deployments["a"].hold_timeout == DEFAULT_HOLD_TIMEOUT
+    assert not w.plan().has_changes
+
+
 def test_startup_timeout_and_slo_changes_reach_the_deployment_record(w):
     w.write(deployment_doc("a", startup_timeout="60s"))
     w.apply()

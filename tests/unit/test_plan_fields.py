@@ -62,7 +62,9 @@ def test_replica_config_holds_exactly_the_replace_fields_and_records_the_update_
     docker = DeploymentSpec(model="org/m", runtime="docker", resources={"gpus": 1}, image="vllm/vllm-openai:v1",
                             docker={"shm_size": "4g"})
     assert {p.split(".")[0] for p in _leaves(replica_config(docker))} >= set(OPTIONAL_REPLACE)
-    assert _leaves(in_place(spec, False)) == update
+    assert _leaves(in_place(spec, False)) == update - {"serving.hold_timeout"}   # unset: left out of the record
+    held = DeploymentSpec(model="builtin:smollm2-135m-instruct", serving={"hold_timeout": "1m"})
+    assert _leaves(in_place(held, False)) == update
     scale = {p for p, r in FIELDS.items() if r.effect is Effect.SCALE}
     assert scale == {"replicas"}
     # every leaf of the spec is in exactly one of the three
