@@ -25,13 +25,13 @@ from tests.e2e.conftest import ENOVA, Cli, stop_recorded_processes, write_spec
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.one_core,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")]
 
 GATEWAY_PORT = 19290  # not 19294: tests/e2e/test_autoscale.py takes it
 PROM_PORT = 19794
-APP_PORT = 19530
+APP_PORT = 19740
 APP = f"http://127.0.0.1:{APP_PORT}"
 ARTIFACTS = Path(os.environ.get("ENOVA_TEST_ARTIFACTS") or Path(__file__).parents[1] / "artifacts") / "instance"
 
@@ -96,7 +96,7 @@ def stream(count: int) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("instance")
-    env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": "19460-19479",
+    env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": "19640-19659",
            "PYTHONUNBUFFERED": "1"}
     cli = Cli(root / "state", env)
     specs = write_specs(root / "specs")

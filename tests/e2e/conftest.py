@@ -66,7 +66,10 @@ def complete(port: int, prompt: str = "San Francisco is a", model: str = "smollm
     return text
 
 
-TEST_GATEWAY_PORT = 19297  # not 9199, so tests never meet a user's gateway
+# Not 9199, so tests never meet a user's gateway. scripts/test.sh runs the `one_core` tests in a
+# second lane beside the others and gives that lane its own gateway port and replica port range.
+TEST_GATEWAY_PORT = int(os.environ.get("ENOVA_TEST_GATEWAY_PORT", "19297"))
+TEST_PORT_RANGE = os.environ.get("ENOVA_TEST_PORT_RANGE", "19300-19399")
 
 
 def write_spec(folder: Path, *, replicas: int = 1, max_num_seqs: int = 16, extra_args: str = "",
@@ -128,7 +131,7 @@ def stop_recorded_processes(state: Path) -> None:
 
 
 def _cli_in(root: Path) -> Cli:
-    env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": "19300-19399",
+    env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": TEST_PORT_RANGE,
            "PYTHONUNBUFFERED": "1"}
     return Cli(root / "state", env)
 

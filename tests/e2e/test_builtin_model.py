@@ -17,7 +17,7 @@ import pytest
 
 from enova.modelstore import ResolvedModel, builtin_dir, resolve_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"

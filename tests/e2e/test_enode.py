@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import ENOVA
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 PORT = 19296
 
 

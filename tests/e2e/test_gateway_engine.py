@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import Cli, stop_recorded_processes, write_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 
 
 def _free_port() -> int:
@@ -31,7 +31,7 @@ def _free_port() -> int:
 def gateway(tmp_path_factory):
     root = tmp_path_factory.mktemp("gateway-engine")
     state = root / "state"
-    env = {**os.environ, "ENOVA_STATE_DIR": str(state), "ENOVA_PORT_RANGE": "19400-19499", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "ENOVA_STATE_DIR": str(state), "ENOVA_PORT_RANGE": "19620-19639", "PYTHONUNBUFFERED": "1"}
     cli = Cli(state, env)
     specs = write_spec(root / "specs", max_num_seqs=8)
     (specs / "gateway.yaml").write_text(

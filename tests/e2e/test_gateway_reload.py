@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import write_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 
 PORT = 19291  # neither 9199 nor the other e2e tests' port
 

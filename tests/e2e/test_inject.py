@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ENOVA, write_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 PORT = 19296
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from .conftest import ENOVA, complete, write_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 
 
 def test_ctrl_c_during_apply_leaves_the_replica_starting_and_the_next_apply_adopts_it(cli, tmp_path):

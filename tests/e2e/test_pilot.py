@@ -22,7 +22,7 @@ from tests.pilot.test_proxy import RecordingProxy
 
 from .conftest import ENOVA
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 
 GATEWAY, APP, WEBUI, PROMETHEUS, METRICS = 19292, 19560, 19561, 19793, 19562
 NAME = "smollm2-135m-instruct"

@@ -17,7 +17,7 @@ import pytest
 
 from .conftest import TEST_GATEWAY_PORT, Cli, complete
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 
 MODEL = "builtin:smollm2-135m-instruct"
 NAME = "smollm2"

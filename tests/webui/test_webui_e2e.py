@@ -1,5 +1,5 @@
 """The chat page in headless Chromium against the real CPU engine: `enova apply` starts one
-smollm2 replica and the gateway (on 19293, with a token file), `enova webui run` serves the page
+smollm2 replica and the gateway (on 19289, with a token file), `enova webui run` serves the page
 with that token file, and Playwright drives Debian's chromium as a user would: the answer streams
 in, Stop stops a long answer (the engine stops generating), and a stopped gateway is said plainly.
 
@@ -23,10 +23,10 @@ from tests.e2e.conftest import ENOVA, Cli, stop_recorded_processes, write_spec
 
 from .conftest import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_core]
 
-GATEWAY_PORT = 19293
-WEBUI_PORT = 19541
+GATEWAY_PORT = 19289
+WEBUI_PORT = 19741
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("ENOVA_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts") / "webui"
 
@@ -73,7 +73,7 @@ def _stop(proc: subprocess.Popen) -> int:
 def stack(tmp_path_factory):
     """(cli, webui url, engine port, root): one engine start for the module."""
     root = tmp_path_factory.mktemp("webui-e2e")
-    env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": "19480-19499",
+    env = {**os.environ, "ENOVA_STATE_DIR": str(root / "state"), "ENOVA_PORT_RANGE": "19660-19679",
            "PYTHONUNBUFFERED": "1"}
     cli = Cli(root / "state", env)
     specs = write_spec(root / "specs", max_num_seqs=4, gateway_port=None)
