@@ -8,7 +8,9 @@ Called by `enova mon` (enova.monitor) and the tests, which run `promtool check r
 
 The file holds three kinds of group:
 
-- `enova-health`, always: `EnovaReplicaDown` (an engine's scrape target down for 1m),
+- `enova-health`, always: `EnovaReplicaDown` (an engine's scrape target down for 1m, unless
+  the reconciler records the replica as starting), `EnovaReplicaStartFailing` (the reconciler
+  counted a StartFailed or CrashLoopBackOff in the last 15m),
   `EnovaKVCacheSaturated` (a replica's KV cache over 90% for 5m) and `EnovaGatewayRejecting`
   (the gateway answering 429/503 itself for lack of capacity, for more than 5m). Severity
   ticket: pages come from the burn-rate alerts, which measure what users see.
@@ -58,6 +60,10 @@ from enova.spec.models import SLOSpec
 
 GATEWAY_JOB = "enova-gateway"
 REPLICAS_JOB = "enova-replicas"
+RECONCILER_JOB = "enova-reconciler"
+REPLICA_STATE = "enova_replica_state"              # the reconciler's (enova.reconcile.metrics)
+RECONCILER_ERRORS = "enova_reconciler_errors_total"
+START_FAILURES = ("StartFailed", "CrashLoopBackOff")
 
 # The gateway's latency histograms and their bucket boundaries in seconds (enova.gateway.metrics).
 GATEWAY_HISTOGRAMS: dict[str, tuple[float, ...]] = {
@@ -231,18 +237,35 @@ def _health_group() -> dict[str, Any]:
     reasons = "|".join(CAPACITY_REASONS)
     return {"name": "enova-health", "rules": [
         {"alert": "EnovaReplicaDown",
-         "expr": f'up{{job="{REPLICAS_JOB}"}} == 0',
+         # a replica the reconciler records as starting is not down: a large model loads for minutes
+         # (its failures to start are EnovaReplicaStartFailing)
+         "expr": (f'up{{job="{REPLICAS_JOB}"}} == 0\nunless on (deployment, replica)\n'
+                  f'{REPLICA_STATE}{{job="{RECONCILER_JOB}",state="starting"}} == 1'),
          "for": "1m",
          "labels": {"severity": "ticket"},
          "annotations": {
              "summary": "{{ $labels.deployment }}: replica {{ $labels.replica }} is down",
              "description": ("Prometheus has not been able to scrape the engine of replica {{ $labels.replica }} "
                              "(deployment {{ $labels.deployment }}, runtime {{ $labels.runtime }}) at "
-                             "{{ $labels.instance }}/metrics for 1 minute. A replica that is still starting "
-                             "is down until its server answers. Check: `enova status` (is it starting, "
-                             "exited, restarting?), `enova logs {{ $labels.deployment }} --replica "
-                             "{{ $labels.replica }}`, and the host's memory (an engine killed for memory "
-                             "leaves no error in its log)."),
+                             "{{ $labels.instance }}/metrics for 1 minute, and the reconciler does not record it "
+                             f"as starting ({REPLICA_STATE}; without a running reconciler a starting replica "
+                             "counts as down too). Check: `enova status` (exited, restarting?), `enova logs "
+                             "{{ $labels.deployment }} --replica {{ $labels.replica }}`, and the host's memory "
+                             "(an engine killed for memory leaves no error in its log)."),
+         }},
+        {"alert": "EnovaReplicaStartFailing",
+         "expr": (f'sum by (deployment, reason) (increase({RECONCILER_ERRORS}'
+                  f'{{job="{RECONCILER_JOB}",reason=~"{"|".join(START_FAILURES)}"}}[15m])) > 0'),
+         "labels": {"severity": "ticket"},
+         "annotations": {
+             "summary": "{{ $labels.deployment }}: replicas fail to start ({{ $labels.reason }})",
+             "description": ("The reconciler counted about {{ printf \"%.0f\" $value }} {{ $labels.reason }} for "
+                             f"{{{{ $labels.deployment }}}} in the last 15 minutes ({RECONCILER_ERRORS}): its "
+                             "replicas crash or never become healthy within engine.startup_timeout, and it "
+                             "retries with growing delays. Check: `enova events -d {{ $labels.deployment }}` "
+                             "(each failure with the engine's last log lines), "
+                             "`enova logs {{ $labels.deployment }}`, the engine arguments, the model's size "
+                             "against the GPU or host memory, and a recent spec change."),
          }},
         {"alert": "EnovaKVCacheSaturated",
          "expr": f'max by (deployment, replica) ({KV_CACHE_USAGE}{{job="{REPLICAS_JOB}"}}) > {KV_CACHE_LIMIT!r}',

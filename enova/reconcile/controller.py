@@ -155,6 +155,7 @@ class Reconciler:
         self._monitor_error: str | None = None
         # the reconciler's own /metrics on 127.0.0.1:metrics_port while run() runs (0: not served)
         self.metrics = metrics or ReconcilerMetrics()
+        self.metrics.watch_replicas(self.store.all_replicas)
         self.metrics_port = metrics_port
         self.metrics_address: dict | None = None   # {"host", "port"} once served; in status.json
         self.autoscaler = Autoscaler(self.store, self.runtime, scraper if scraper is not None else Scraper(self.store),
@@ -435,6 +436,7 @@ class Reconciler:
                 status = self.statuses.get(name)
                 result = status.condition if status is not None else "Absent"
         finally:
+            self.metrics.seen(name)
             self.metrics.passes.labels(name, result).inc()
 
     def _reconcile_once(self, name: str) -> None:

@@ -14,19 +14,49 @@ controllers in one process never collide. The controller counts where it records
                                                               update, delete)
     enova_reconciler_autoscaler_decisions_total{deployment,direction}   a target changed (up, down)
     enova_reconciler_up                                       1 while the loop runs
+    enova_replica_state{deployment,replica,state}             1 for each replica record, labelled with
+                                                              its state (starting, ready, draining,
+                                                              stopping), read from the state directory
+                                                              at scrape time (`watch_replicas`)
 
-and the GPU collector (enova.monitor.gpu_exporter). The gateway's subject is deployment="gateway".
+A subject's StartFailed and CrashLoopBackOff error series exist at 0 from its first pass
+(`seen`), so the first failure is an increase Prometheus sees, not a series born at 1. And the
+GPU collector (enova.monitor.gpu_exporter). The gateway's subject is deployment="gateway".
 `serve` starts prometheus-client's HTTP server in a daemon thread on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from enova.monitor.gpu_exporter import GpuCollector, nvml_module
 
 DEFAULT_METRICS_PORT = 9188
 METRICS_HOST = "127.0.0.1"
+START_FAILURES = ("StartFailed", "CrashLoopBackOff")   # error reasons of replicas that cannot start
+
+
+class _ReplicaStates(Collector):
+    """enova_replica_state, from the replica records at each scrape (a few small files)."""
+
+    def __init__(self, records: Callable[[], Iterable]):
+        self.records = records
+
+    def collect(self):
+        family = GaugeMetricFamily("enova_replica_state", "1 for each replica enova records, labelled with its "
+                                   "state: starting, ready, draining or stopping.",
+                                   labels=["deployment", "replica", "state"])
+        try:
+            records = sorted(self.records(), key=lambda r: (r.deployment, r.id))
+        except OSError:
+            records = []
+        for r in records:
+            family.add_metric([r.deployment, r.id, r.state], 1)
+        yield family
 
 
 class ReconcilerMetrics:
@@ -45,6 +75,23 @@ class ReconcilerMetrics:
         self.up = Gauge("enova_reconciler_up", "1 while the reconciler's loop runs.", registry=r)
         r.register(gpu if gpu is not None else GpuCollector(nvml_module()))
         self._server = None
+        self._seen: set[str] = set()
+        self._states: _ReplicaStates | None = None
+
+    def watch_replicas(self, records: Callable[[], Iterable]) -> None:
+        """Export enova_replica_state from `records()` (the state directory's replica records,
+        read at scrape time). A second call replaces the source."""
+        if self._states is None:
+            self._states = _ReplicaStates(records)
+            self.registry.register(self._states)
+        self._states.records = records
+
+    def seen(self, subject: str) -> None:
+        """Create the subject's start-failure error series at 0 (once)."""
+        if subject not in self._seen:
+            self._seen.add(subject)
+            for reason in START_FAILURES:
+                self.errors.labels(subject, reason)
 
     def serve(self, port: int, host: str = METRICS_HOST) -> int:
         """Serve `/metrics` on host:port in a daemon thread; returns the bound port (port 0 is

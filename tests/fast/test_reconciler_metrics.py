@@ -151,3 +151,28 @@ def test_a_port_in_use_is_a_warning_and_the_loop_keeps_running(w):
     status = json.loads((w.settings.state_dir / "reconciler" / "status.json").read_text())
     assert status["metrics"] is None
     assert json.loads((targets_dir(w.settings.state_dir) / RECONCILER_FILE).read_text()) == []
+
+
+def test_each_replica_is_exported_with_its_state_and_start_failures_exist_at_zero_from_the_first_pass(w):
+    """enova_replica_state lets EnovaReplicaDown leave starting replicas alone; the start-failure
+    series at 0 let EnovaReplicaStartFailing see the first failure as an increase."""
+    w.write(deployment_doc("a", replicas=2))
+    rec = reconciler(w)
+    value = rec.metrics.registry.get_sample_value
+    assert value("enova_reconciler_errors_total", {"deployment": "a", "reason": "StartFailed"}) is None
+    w.runtime.behave("a", ready_after=30.0)
+    w.clock.stop_after_sleeps = 2           # the pass is stopped while both replicas start
+    rec.reconcile_once("a")
+    w.clock.stop_after_sleeps = None
+    starting = sorted(r.id for r in w.store.replicas("a") if r.state == "starting")
+    assert len(starting) == 2
+    for rid in starting:
+        assert value("enova_replica_state", {"deployment": "a", "replica": rid, "state": "starting"}) == 1
+        assert value("enova_replica_state", {"deployment": "a", "replica": rid, "state": "ready"}) is None
+    for reason in ("StartFailed", "CrashLoopBackOff"):
+        assert value("enova_reconciler_errors_total", {"deployment": "a", "reason": reason}) == 0.0
+    record = w.store.replicas("a")[0]
+    record.state = "ready"
+    w.store.write_replica(record)
+    assert value("enova_replica_state", {"deployment": "a", "replica": record.id, "state": "ready"}) == 1
+    assert value("enova_replica_state", {"deployment": "a", "replica": record.id, "state": "starting"}) is None

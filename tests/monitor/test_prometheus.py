@@ -455,3 +455,40 @@ def test_status_and_stop_with_nothing_started_say_so(tmp_path):
     assert "fake-aaaaaa" in status.stdout and "unknown" in status.stdout
     stop = enova(state, "stop")
     assert stop.returncode == 0 and stop.stdout.startswith("prometheus is not running")
+
+
+@pytest.mark.slow
+def test_replica_down_spares_a_replica_the_reconciler_serves_as_starting_and_not_one_it_serves_as_ready(mon):
+    """EnovaReplicaDown's expression on a real Prometheus scraping a real reconciler registry: the
+    reconciler's enova_replica_state joins the replica's `up` on deployment and replica."""
+    from enova.monitor.rules import slo_rules
+    from enova.reconcile.metrics import ReconcilerMetrics
+
+    state, spec, url = mon
+    store = StateStore(state)
+    record = replica_record("fake-aaaaaa", free_port())          # nothing listens there: down
+    record.state = "starting"
+    store.write_replica(record)
+    metrics = ReconcilerMetrics()
+    metrics.watch_replicas(store.all_replicas)
+    port = metrics.serve(free_port())
+    try:
+        (state / "reconciler").mkdir(parents=True, exist_ok=True)
+        (state / "reconciler" / "status.json").write_text(
+            json.dumps({"pid": os.getpid(), "metrics": {"host": "127.0.0.1", "port": port}}))
+        assert enova(state, "start", str(spec)).returncode == 0
+        [down] = [r for g in slo_rules({}, {})["groups"] for r in g["rules"] if r.get("alert") == "EnovaReplicaDown"]
+
+        def query(expr: str) -> list[dict]:
+            return api(url, "/api/v1/query", query=expr)["result"]
+
+        assert wait_for(lambda: query('enova_replica_state{job="enova-reconciler",state="starting"}'), FOLLOW)
+        assert wait_for(lambda: query('up{job="enova-replicas"} == 0'), FOLLOW)
+        assert query(down["expr"]) == []
+        record.state = "ready"
+        store.write_replica(record)
+        result = wait_for(lambda: query(down["expr"]), 4 * INTERVAL + 5)
+        assert [(s["metric"]["job"], s["metric"]["deployment"], s["metric"]["replica"]) for s in result] == [
+            ("enova-replicas", "fake", "fake-aaaaaa")]
+    finally:
+        metrics.close()

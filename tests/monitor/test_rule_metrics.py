@@ -1,5 +1,5 @@
 """No rule queries, and no alert points at, a metric that does not exist: every name is one the
-gateway's registry holds, one on a real vLLM CPU engine's /metrics page (captured from enode run,
+gateway's or the reconciler's registry holds, one on a real vLLM CPU engine's /metrics page (captured from enode run,
 tests/unit/fixtures), a series the rules record themselves, or Prometheus's own `up`. The
 gateway's bucket boundaries copied into the rules are those of a real gateway /metrics page."""
 
@@ -24,6 +24,17 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum", "
 def gateway_names() -> set[str]:
     """Every series name the gateway's registry exposes (and a histogram's base name)."""
     metrics = GatewayMetrics(live=lambda: ([("d", "r", 1)], [("d", 1)], [("d", 1)]))
+    return {family.name + suffix for family in metrics.registry.collect() for suffix in SUFFIXES[family.type]}
+
+
+def reconciler_names() -> set[str]:
+    """Every series name a reconciler's registry exposes, with a replica recorded."""
+    from types import SimpleNamespace
+
+    from enova.reconcile.metrics import ReconcilerMetrics
+    metrics = ReconcilerMetrics()
+    metrics.watch_replicas(lambda: [SimpleNamespace(deployment="d", id="d-1", state="starting")])
+    metrics.seen("d")
     return {family.name + suffix for family in metrics.registry.collect() for suffix in SUFFIXES[family.type]}
 
 
@@ -60,14 +71,15 @@ def all_rules() -> list[dict]:
 def test_every_name_a_rule_queries_exists_in_the_gateway_the_engine_or_the_rules():
     rules = all_rules()
     recorded = {r["record"] for r in rules if "record" in r}
-    known = gateway_names() | engine_names() | recorded | PROMETHEUS_OWN
+    known = gateway_names() | engine_names() | reconciler_names() | recorded | PROMETHEUS_OWN
     queried = set().union(*(query_names(r["expr"]) for r in rules))
     assert queried - known == set()
     # the check sees what it should: names of each source
     assert {"enova_gateway_requests_processed_total", "enova_gateway_rejections_total",
             "enova_gateway_time_to_first_token_seconds_bucket", "vllm:kv_cache_usage_perc",
             "vllm:time_to_first_token_seconds_bucket", "up",
-            "enova:slo_errors_per_request:ratio_rate1h"} <= queried
+            "enova:slo_errors_per_request:ratio_rate1h", "enova_replica_state",
+            "enova_reconciler_errors_total"} <= queried
 
 
 def test_every_name_an_alert_points_at_exists():

@@ -138,8 +138,12 @@ def test_deployments_without_an_slo_get_only_the_health_and_sli_groups():
 
 def test_health_alerts_are_tickets_with_the_coordinated_jobs():
     health = {r["alert"]: r for r in groups(slo_rules({}, {}))["enova-health"]}
-    assert set(health) == {"EnovaReplicaDown", "EnovaKVCacheSaturated", "EnovaGatewayRejecting"}
-    assert health["EnovaReplicaDown"]["expr"] == 'up{job="enova-replicas"} == 0'
+    assert set(health) == {"EnovaReplicaDown", "EnovaReplicaStartFailing", "EnovaKVCacheSaturated",
+                           "EnovaGatewayRejecting"}
+    assert health["EnovaReplicaDown"]["expr"] == ('up{job="enova-replicas"} == 0\nunless on (deployment, replica)\n'
+                                                  'enova_replica_state{job="enova-reconciler",state="starting"} == 1')
+    assert 'enova_reconciler_errors_total{job="enova-reconciler",reason=~"StartFailed|CrashLoopBackOff"}' in \
+        health["EnovaReplicaStartFailing"]["expr"]
     assert health["EnovaReplicaDown"]["for"] == "1m"
     assert health["EnovaKVCacheSaturated"]["for"] == "5m"
     assert 'enova_gateway_rejections_total{job="enova-gateway"' in health["EnovaGatewayRejecting"]["expr"]

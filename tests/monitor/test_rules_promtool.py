@@ -128,6 +128,7 @@ def annotations(alert: str, severity: str | None, labels: dict[str, str], value:
     for key, text in rule["annotations"].items():
         text = text.replace("{{ $value | humanizePercentage }}", f"{value * 100:.4g}%")
         text = text.replace('{{ printf "%.2f" $value }}', f"{value:.2f}")
+        text = text.replace('{{ printf "%.0f" $value }}', f"{value:.0f}")
         text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
         assert "{{" not in text, f"a template the test does not expand: {text}"
         out[key] = text
@@ -223,6 +224,18 @@ def health_alert(alert: str, labels: dict[str, str], value: float) -> dict:
     return {"exp_labels": expected, "exp_annotations": annotations(alert, None, expected, value)}
 
 
+RECONCILER = {"job": "enova-reconciler", "instance": "127.0.0.1:9188"}
+
+
+def replica_state(replica: str, state: str, values: str) -> dict[str, str]:
+    return series("enova_replica_state", {**RECONCILER, "deployment": "chat", "replica": replica, "state": state},
+                  values)
+
+
+def errors_total(reason: str, values: str) -> dict[str, str]:
+    return series("enova_reconciler_errors_total", {**RECONCILER, "deployment": "chat", "reason": reason}, values)
+
+
 def down_labels(replica: str, port: int) -> dict[str, str]:
     return {**REPLICA, "replica": replica, "instance": f"127.0.0.1:{port}"}
 
@@ -234,10 +247,35 @@ HEALTH_TESTS = [
          {"eval_time": "2m", "alertname": "EnovaReplicaDown", "exp_alerts": []},      # pending
          {"eval_time": "4m", "alertname": "EnovaReplicaDown",
           "exp_alerts": [health_alert("EnovaReplicaDown", down_labels("chat-a", 19300), 0)]}]},
+    {"name": "a replica the reconciler records as starting is not down; once it is not starting, it is",
+     # chat-a loads for 5 minutes (its state series goes when it leaves starting) and never answers;
+     # chat-b was up, then is down while recorded ready
+     "input_series": [up("chat-a", 19300, "0x12"), replica_state("chat-a", "starting", "1x5 stale"),
+                      replica_state("chat-a", "ready", "_x6 1x6"),
+                      up("chat-b", 19301, "1 0x11"), replica_state("chat-b", "ready", "1x12")],
+     "alert_rule_test": [
+         {"eval_time": "5m", "alertname": "EnovaReplicaDown",
+          "exp_alerts": [health_alert("EnovaReplicaDown", down_labels("chat-b", 19301), 0)]},
+         {"eval_time": "9m", "alertname": "EnovaReplicaDown",
+          "exp_alerts": [health_alert("EnovaReplicaDown", down_labels("chat-a", 19300), 0),
+                         health_alert("EnovaReplicaDown", down_labels("chat-b", 19301), 0)]}]},
     {"name": "a replica down for one scrape does not ticket",
      "input_series": [up("chat-a", 19300, "1 1 0 1 1 1")],
      "alert_rule_test": [{"eval_time": t, "alertname": "EnovaReplicaDown", "exp_alerts": []}
                          for t in ("3m", "5m")]},
+    {"name": "a replica that fails to start tickets at once, for fifteen minutes",
+     "input_series": [errors_total("StartFailed", "0 0 0 1x30"), errors_total("CrashLoopBackOff", "0x33")],
+     "alert_rule_test": [
+         {"eval_time": "2m", "alertname": "EnovaReplicaStartFailing", "exp_alerts": []},
+         {"eval_time": "5m", "alertname": "EnovaReplicaStartFailing",
+          "exp_alerts": [health_alert("EnovaReplicaStartFailing", {"deployment": "chat", "reason": "StartFailed"},
+                                      1)]},
+         {"eval_time": "20m", "alertname": "EnovaReplicaStartFailing", "exp_alerts": []}]},
+    {"name": "failed passes that are not start failures do not ticket",
+     "input_series": [errors_total("Retrying", "0+1x10"), errors_total("Stalled", "0+1x10"),
+                      errors_total("StartFailed", "0x10")],
+     "alert_rule_test": [{"eval_time": t, "alertname": "EnovaReplicaStartFailing", "exp_alerts": []}
+                         for t in ("5m", "10m")]},
     {"name": "a KV cache over 90% for five minutes tickets, for its replica",
      "input_series": [kv("chat-a", "0", "0.95x10"), kv("chat-a", "1", "0.3x10"), kv("chat-b", "0", "0.5x10")],
      "alert_rule_test": [
