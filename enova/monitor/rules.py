@@ -63,7 +63,7 @@ REPLICAS_JOB = "enova-replicas"
 RECONCILER_JOB = "enova-reconciler"
 REPLICA_STATE = "enova_replica_state"              # the reconciler's (enova.reconcile.metrics)
 RECONCILER_ERRORS = "enova_reconciler_errors_total"
-START_FAILURES = ("StartFailed", "CrashLoopBackOff")
+START_FAILURES = ("StartFailed", "CrashLoopBackOff")   # the reconciler's error reasons of replicas that cannot start
 
 # The gateway's latency histograms and their bucket boundaries in seconds (enova.gateway.metrics).
 GATEWAY_HISTOGRAMS: dict[str, tuple[float, ...]] = {

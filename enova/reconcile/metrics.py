@@ -19,10 +19,11 @@ controllers in one process never collide. The controller counts where it records
                                                               stopping), read from the state directory
                                                               at scrape time (`watch_replicas`)
 
+and the GPU collector (enova.monitor.gpu_exporter). The gateway's subject is deployment="gateway".
 A subject's StartFailed and CrashLoopBackOff error series exist at 0 from its first pass
-(`seen`), so the first failure is an increase Prometheus sees, not a series born at 1. And the
-GPU collector (enova.monitor.gpu_exporter). The gateway's subject is deployment="gateway".
-`serve` starts prometheus-client's HTTP server in a daemon thread on 127.0.0.1.
+(`seen`), so that its first failure is an increase Prometheus sees (EnovaReplicaStartFailing),
+not a series born at 1. `serve` starts prometheus-client's HTTP server in a daemon thread on
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from enova.errors import EnovaError
 from enova.monitor.gpu_exporter import GpuCollector, nvml_module
+from enova.monitor.rules import REPLICA_STATE, START_FAILURES
 
 DEFAULT_METRICS_PORT = 9188
 METRICS_HOST = "127.0.0.1"
-START_FAILURES = ("StartFailed", "CrashLoopBackOff")   # error reasons of replicas that cannot start
 
 
 class _ReplicaStates(Collector):
@@ -47,12 +49,12 @@ class _ReplicaStates(Collector):
         self.records = records
 
     def collect(self):
-        family = GaugeMetricFamily("enova_replica_state", "1 for each replica enova records, labelled with its "
+        family = GaugeMetricFamily(REPLICA_STATE, "1 for each replica enova records, labelled with its "
                                    "state: starting, ready, draining or stopping.",
                                    labels=["deployment", "replica", "state"])
         try:
             records = sorted(self.records(), key=lambda r: (r.deployment, r.id))
-        except OSError:
+        except (OSError, EnovaError):    # an unreadable record: the reconciler's pass reports it
             records = []
         for r in records:
             family.add_metric([r.deployment, r.id, r.state], 1)
