@@ -176,3 +176,16 @@ def test_each_replica_is_exported_with_its_state_and_start_failures_exist_at_zer
     w.store.write_replica(record)
     assert value("enova_replica_state", {"deployment": "a", "replica": record.id, "state": "ready"}) == 1
     assert value("enova_replica_state", {"deployment": "a", "replica": record.id, "state": "starting"}) is None
+
+
+def test_an_unreadable_replica_record_empties_the_state_family_and_the_page_still_renders(w):
+    from prometheus_client import generate_latest
+    w.write(deployment_doc("a"))
+    rec = reconciler(w)
+    rec.reconcile_once("a")
+    [record] = w.store.replicas("a")
+    value = rec.metrics.registry.get_sample_value
+    assert value("enova_replica_state", {"deployment": "a", "replica": record.id, "state": "ready"}) == 1
+    w.store.replica_path("a", record.id).write_text("{not json")
+    page = generate_latest(rec.metrics.registry).decode()
+    assert "enova_reconciler_up" in page and 'enova_replica_state{' not in page
